@@ -1,0 +1,235 @@
+"""The saga steps as Temporal activities: every S3 and DynamoDB call happens here.
+
+Each activity is a thin wrapper around ``largeattr.storage.Storage`` (the step-by-step API)
+and is idempotent. Errors a user can act on leave as an ``ApplicationError`` whose type is
+the error's class name; the workflows' retry policies name which of those are final.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from largeattr.errors import LargeAttrError, SourceUnavailable
+from largeattr.messages import (
+    CleanupResult,
+    CompensateArgs,
+    DeleteItemArgs,
+    DeleteObjectsArgs,
+    ItemState,
+    PivotResult,
+    PrepareBlobArgs,
+    PreparedBlob,
+    PromoteBlobArgs,
+    PutItemArgs,
+    ReadItemArgs,
+    StageBlobArgs,
+    StoredBlob,
+    UpdateItemArgs,
+    UploadBlobArgs,
+)
+from largeattr.sources import SourceRegistry
+from largeattr.storage import Storage
+from largeattr.transfer import TransferConfig, UploadProgress, digest_bytes, digest_reader
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _user_errors(fn: F) -> F:
+    """Turn our errors into ApplicationErrors of the same name (and nothing else)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except LargeAttrError as err:
+            raise ApplicationError(err.message, err.details or None, type=err.type_name) from err
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _heartbeat(progress: UploadProgress) -> None:
+    activity.heartbeat(
+        {
+            "upload_id": progress.upload_id,
+            "parts_done": progress.parts_done,
+            "bytes_done": progress.bytes_done,
+        }
+    )
+
+
+def _resumed_progress() -> UploadProgress:
+    """Resume state left by an earlier attempt of this activity (its last heartbeat)."""
+    details = activity.info().heartbeat_details
+    if details and isinstance(details[0], dict) and details[0].get("upload_id"):
+        progress = UploadProgress(upload_id=str(details[0]["upload_id"]))
+        activity.logger.info(
+            "resuming multipart upload %s (%s parts confirmed before the retry)",
+            progress.upload_id,
+            details[0].get("parts_done"),
+        )
+        return progress
+    return UploadProgress()
+
+
+class SagaActivities:
+    """The activities of the create / update / delete sagas, on injected boto3 clients."""
+
+    def __init__(
+        self,
+        s3: S3Client,
+        dynamodb: DynamoDBClient,
+        transfer: TransferConfig | None = None,
+        sources: SourceRegistry | None = None,
+    ) -> None:
+        self.storage = Storage(s3, dynamodb, transfer)
+        self.sources = sources or SourceRegistry()
+        #: Parts each multipart upload sent from this process (observability, tests).
+        self.parts_sent: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------ before the pivot
+
+    @activity.defn(name="largeattr.read_item")
+    @_user_errors
+    def read_item(self, args: ReadItemArgs) -> ItemState:
+        return self.storage.read_item(args.table, args.key, args.changes)
+
+    @activity.defn(name="largeattr.prepare_blob")
+    @_user_errors
+    def prepare_blob(self, args: PrepareBlobArgs) -> PreparedBlob:
+        """Hash a source where it lives, so its content-addressed key is known up front."""
+        blob = args.blob
+        if blob.inline_b64 is not None:
+            return digest_bytes(blob.inline_bytes())
+        if blob.source is None:
+            raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
+        with self.sources.open(blob.source) as reader:
+            return digest_reader(reader, progress=lambda done: activity.heartbeat(done))
+
+    @activity.defn(name="largeattr.upload_blob")
+    @_user_errors
+    def upload_blob(self, args: UploadBlobArgs) -> StoredBlob:
+        """Write a blob to its final key: single PUT, or a multipart upload that resumes."""
+        blob = args.blob
+        put = self.storage.put_spec(
+            args.table,
+            args.item_key,
+            blob,
+            args.object_key,
+            args.prepared.sha256 if args.prepared else blob.sha256 or "",
+            args.saga_id,
+            args.updated_at,
+        )
+        if blob.inline_b64 is not None:
+            data = blob.inline_bytes()
+            prepared = digest_bytes(data)
+            if blob.sha256 and prepared.sha256 != blob.sha256:
+                raise SourceUnavailable(
+                    f"inline bytes of {blob.attribute!r} do not match their sha256"
+                )
+            return self.storage.store(put, blob, prepared, lambda: io.BytesIO(data), args.saga_id)
+        if blob.source is None or args.prepared is None:
+            raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
+        source = blob.source
+        progress = _resumed_progress()
+        stored = self.storage.store(
+            put,
+            blob,
+            args.prepared,
+            lambda: self.sources.open(source),
+            args.saga_id,
+            progress=progress,
+            on_progress=_heartbeat,
+        )
+        self.parts_sent.setdefault(args.object_key, []).extend(progress.part_numbers_sent)
+        return stored
+
+    @activity.defn(name="largeattr.stage_blob")
+    @_user_errors
+    def stage_blob(self, args: StageBlobArgs) -> PreparedBlob:
+        """Stream a one-pass source to a staging key, hashing it on the way."""
+        blob = args.blob
+        if blob.source is None:
+            raise SourceUnavailable(f"blob {blob.attribute!r} has no source to stage")
+        if activity.info().attempt > 1:
+            raise SourceUnavailable(
+                f"the stream for {blob.attribute!r} failed part-way and cannot be read again; "
+                "pass a file or bytes to make the upload retryable"
+            )
+        put = self.storage.put_spec(
+            args.table, args.item_key, blob, args.staging_key, "", args.saga_id, args.updated_at
+        )
+        with self.sources.open(blob.source) as reader:
+            return self.storage.stage(put, reader, UploadProgress(), _heartbeat)
+
+    @activity.defn(name="largeattr.promote_blob")
+    @_user_errors
+    def promote_blob(self, args: PromoteBlobArgs) -> StoredBlob:
+        """Server-side copy of a staged stream to its content-addressed key."""
+        put = self.storage.put_spec(
+            args.table,
+            args.item_key,
+            args.blob,
+            args.object_key,
+            args.prepared.sha256,
+            args.saga_id,
+            args.updated_at,
+        )
+        return self.storage.promote(args.staging_key, put, args.blob, args.prepared, args.saga_id)
+
+    # ------------------------------------------------------------ the pivots
+
+    @activity.defn(name="largeattr.put_item")
+    @_user_errors
+    def put_item(self, args: PutItemArgs) -> PivotResult:
+        return self.storage.put_item(args)
+
+    @activity.defn(name="largeattr.update_item")
+    @_user_errors
+    def update_item(self, args: UpdateItemArgs) -> PivotResult:
+        return self.storage.update_item(args)
+
+    @activity.defn(name="largeattr.delete_item")
+    @_user_errors
+    def delete_item(self, args: DeleteItemArgs) -> PivotResult:
+        return self.storage.delete_item(args)
+
+    # ------------------------------------------------------------ after the pivot / undo
+
+    @activity.defn(name="largeattr.delete_objects")
+    @_user_errors
+    def delete_objects(self, args: DeleteObjectsArgs) -> tuple[str, ...]:
+        return self.storage.delete_objects(args.bucket, args.keys)
+
+    @activity.defn(name="largeattr.compensate")
+    @_user_errors
+    def compensate(self, args: CompensateArgs) -> CleanupResult:
+        return self.storage.compensate(args)
+
+    def all(self) -> list[Callable[..., Any]]:
+        """Every activity, for ``Worker(activities=...)``."""
+        return [
+            self.read_item,
+            self.prepare_blob,
+            self.upload_blob,
+            self.stage_blob,
+            self.promote_blob,
+            self.put_item,
+            self.update_item,
+            self.delete_item,
+            self.delete_objects,
+            self.compensate,
+        ]
+
+    def blob_activities(self) -> list[Callable[..., Any]]:
+        """The activities a process holding blob bytes serves on its own task queue."""
+        return [self.prepare_blob, self.upload_blob, self.stage_blob]

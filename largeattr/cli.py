@@ -1,0 +1,195 @@
+"""The ``largeattr`` command: demo, dev stack, worker, setup, get."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import logging
+import sys
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Any
+
+from largeattr.config import AwsConfig
+from largeattr.errors import InvalidInput, LargeAttrError
+from largeattr.messages import TableSpec
+from largeattr.read import Reader
+from largeattr.storage import Storage
+
+
+def _aws_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--aws-endpoint-url", help="S3/DynamoDB endpoint; unset = AWS")
+    parser.add_argument("--region", help="AWS region")
+
+
+def _aws(args: argparse.Namespace) -> AwsConfig:
+    return AwsConfig.from_env(endpoint_url=args.aws_endpoint_url, region_name=args.region)
+
+
+def _table_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--table", required=True, help="DynamoDB table name")
+    parser.add_argument("--partition-key", default="pk")
+    parser.add_argument("--sort-key")
+    parser.add_argument("--bucket", required=True)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--large", required=True, help="large attributes, comma-separated")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from largeattr.demo import main
+
+    return main(keep=args.keep, data_dir=args.data_dir)
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from largeattr.devstack import embedded_stack
+
+    with embedded_stack(args.data_dir) as stack:
+        print(f"Temporal    : {stack.temporal_address}  (Web UI {stack.ui_url})")
+        print(f"S3+DynamoDB : {stack.aws_endpoint}")
+        print("Ctrl-C to stop.")
+        try:
+            while all(p.poll() is None for p in stack.processes):
+                import time
+
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import worker
+
+    asyncio.run(worker.run_worker(args))
+    return 0
+
+
+def cmd_setup(args: argparse.Namespace) -> int:
+    from largeattr.setup import setup
+    from largeattr.table import LargeAttrTable
+
+    table = LargeAttrTable(
+        table_name=args.table,
+        partition_key=args.partition_key,
+        sort_key=args.sort_key,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        large_attributes=tuple(a for a in args.large.split(",") if a),
+    )
+    aws = _aws(args)
+    s3, dynamodb = aws.clients()
+    done = setup(s3, dynamodb, table, aws.region_name, args.partition_key_type, args.sort_key_type)
+    for name, value in done.items():
+        print(f"{name}: {value}")
+    return 0
+
+
+def _key_value(text: str, kind: str) -> dict[str, Any]:
+    if kind == "N":
+        return {"N": str(Decimal(text))}
+    if kind == "B":
+        return {"B": base64.b64encode(bytes.fromhex(text)).decode()}
+    return {"S": text}
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    s3, dynamodb = _aws(args).clients()
+    described = dynamodb.describe_table(TableName=args.table)["Table"]
+    types = {d["AttributeName"]: d["AttributeType"] for d in described["AttributeDefinitions"]}
+    schema = {k["KeyType"]: k["AttributeName"] for k in described["KeySchema"]}
+    given = dict(part.split("=", 1) for part in args.key)
+    missing = [name for name in schema.values() if name not in given]
+    if missing:
+        raise InvalidInput(f"give --key {missing[0]}=VALUE (the table's key is {schema})")
+    key = {name: _key_value(given[name], types[name]) for name in schema.values()}
+    spec = TableSpec(
+        table_name=args.table,
+        partition_key=schema["HASH"],
+        sort_key=schema.get("RANGE"),
+        bucket="-",
+        prefix="-",
+        large_attributes=(args.attr,),
+    )
+    reader = Reader(Storage(s3, dynamodb))
+    item = reader.get(spec, key)
+    if item is None:
+        raise InvalidInput(f"no item {given} in {args.table}")
+    ref = item.blob(args.attr)
+    if args.presign:
+        print(reader.presigned_url(ref, args.presign))
+        return 0
+    byte_range = None
+    if args.range:
+        first, _, last = args.range.partition("-")
+        byte_range = (int(first), int(last))
+    if args.output and byte_range is None:
+        size = reader.download(ref, args.output)
+        print(f"{ref.uri}: {size:,} bytes -> {args.output} (sha256 verified)", file=sys.stderr)
+        return 0
+    out = open(args.output, "wb") if args.output else sys.stdout.buffer  # noqa: SIM115
+    try:
+        for chunk in reader.iter_chunks(ref, byte_range=byte_range):
+            out.write(chunk)
+    finally:
+        out.flush()
+        if args.output:
+            out.close()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="largeattr",
+        description="Durable sagas on Temporal for DynamoDB items with large attributes in S3",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    demo = commands.add_parser("demo", help="run the end-to-end demo on the embedded stack")
+    demo.add_argument("--keep", action="store_true", help="keep the stack running (Ctrl-C)")
+    demo.add_argument("--data-dir", default=".largeattr")
+    demo.set_defaults(run=cmd_demo)
+
+    dev = commands.add_parser("dev", help="start the embedded Temporal + S3/DynamoDB stack")
+    dev.add_argument("--data-dir", default=".largeattr")
+    dev.set_defaults(run=cmd_dev)
+
+    import worker
+
+    work = commands.add_parser("worker", help="run a worker (same as python worker.py)")
+    worker.add_arguments(work)
+    work.set_defaults(run=cmd_worker)
+
+    setup = commands.add_parser("setup", help="create the table, bucket and lifecycle rules")
+    _table_arguments(setup)
+    setup.add_argument("--partition-key-type", default="S", choices=["S", "N", "B"])
+    setup.add_argument("--sort-key-type", default="S", choices=["S", "N", "B"])
+    _aws_arguments(setup)
+    setup.set_defaults(run=cmd_setup)
+
+    get = commands.add_parser("get", help="stream a large attribute to stdout or a file")
+    get.add_argument("--table", required=True)
+    get.add_argument("--key", action="append", required=True, metavar="NAME=VALUE")
+    get.add_argument("--attr", required=True, help="the large attribute to read")
+    get.add_argument("-o", "--output", help="file to write (default: stdout)")
+    get.add_argument("--range", help="bytes FIRST-LAST (inclusive), not verified")
+    get.add_argument("--presign", type=int, metavar="SECONDS", help="print a presigned URL")
+    _aws_arguments(get)
+    get.set_defaults(run=cmd_get)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("botocore").setLevel(logging.WARNING)
+    try:
+        code = args.run(args)
+    except LargeAttrError as err:
+        print(f"largeattr: {type(err).__name__}: {err}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

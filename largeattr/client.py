@@ -1,0 +1,630 @@
+"""The async client: create, update, delete and read items whose large attributes live in S3.
+
+    async with await LargeAttrClient.connect("127.0.0.1:7233") as la:
+        result = await la.create(docs, "id-1", blobs={"html": b"<b>hi</b>"})
+        item = await la.get(docs, "id-1")
+        html = await la.read_blob(item.blob("html"))
+
+Each write starts one saga workflow whose id names the table and the item, so two
+operations on one item never overlap: the second waits for the first (``on_busy="wait"``,
+the default) or fails at once with ``ItemBusy`` (``on_busy="fail"``).
+
+Small blobs travel inline in the workflow input. Larger ones stay in this process: the
+client serves their upload activities on a task queue of its own, so the bytes go from
+here straight to S3 and only a handle passes through Temporal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import mimetypes
+import os
+import socket
+import uuid
+from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    TerminatedError,
+    TimeoutError,
+    WorkflowAlreadyStartedError,
+)
+
+from largeattr import dynamo, keys
+from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal
+from largeattr.errors import (
+    BlobTooLarge,
+    InvalidInput,
+    ItemBusy,
+    LargeAttrError,
+    SagaFailed,
+    error_class,
+)
+from largeattr.messages import (
+    BlobInput,
+    CreateItemInput,
+    DeleteItemInput,
+    ItemChanges,
+    ItemResult,
+    S3Options,
+    SagaOptions,
+    UpdateItemInput,
+)
+from largeattr.read import BlobRef, Item, Reader
+from largeattr.sources import SourceRegistry, is_stream
+from largeattr.storage import Storage, size_after
+from largeattr.table import KeyInput, LargeAttrTable
+from largeattr.transfer import MAX_OBJECT_SIZE, TransferConfig, human_size
+
+OnBusy = Literal["wait", "fail"]
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A large attribute value with its settings. Plain bytes, a ``pathlib.Path``, a binary
+    file object or an iterable of byte chunks may be passed directly instead."""
+
+    data: Any
+    content_type: str | None = None
+    content_encoding: str | None = None
+    s3: S3Options | None = None
+
+
+def user_error(err: BaseException) -> BaseException:
+    """The error a caller can catch for a failed workflow: the class the saga raised."""
+    cause = err.cause if isinstance(err, WorkflowFailureError) else err
+    if isinstance(cause, ApplicationError):
+        cls = error_class(cause.type)
+        if cls is not None:
+            return cls(cause.message)
+        return SagaFailed(f"{cause.type}: {cause.message}")
+    if isinstance(cause, CancelledError | TerminatedError | TimeoutError):
+        return SagaFailed(f"the saga did not finish: {cause}")
+    return err
+
+
+class LargeAttrClient:
+    """Starts the sagas and waits for them; reads items and blobs directly."""
+
+    def __init__(
+        self,
+        temporal: Client,
+        *,
+        task_queue: str = DEFAULT_TASK_QUEUE,
+        aws: AwsConfig | None = None,
+        transfer: TransferConfig | None = None,
+        s3: Any = None,
+        dynamodb: Any = None,
+    ) -> None:
+        if s3 is None or dynamodb is None:
+            s3, dynamodb = (aws or AwsConfig.from_env()).clients()
+        self.temporal = temporal
+        self.task_queue = task_queue
+        self.transfer = transfer or TransferConfig()
+        self.storage = Storage(s3, dynamodb, self.transfer)
+        self.reader = Reader(self.storage)
+        self.sources = SourceRegistry()
+        host = keys.escape(socket.gethostname())
+        self.blob_queue = f"{task_queue}/blobs/{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._blob_worker: Any = None
+        self._blob_worker_task: asyncio.Task[None] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    @classmethod
+    async def connect(
+        cls,
+        address: str | None = None,
+        namespace: str | None = None,
+        *,
+        task_queue: str = DEFAULT_TASK_QUEUE,
+        aws: AwsConfig | None = None,
+        transfer: TransferConfig | None = None,
+    ) -> LargeAttrClient:
+        temporal = await connect_temporal(address, namespace)
+        return cls(temporal, task_queue=task_queue, aws=aws, transfer=transfer)
+
+    async def __aenter__(self) -> LargeAttrClient:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Wait for sagas started here that still use this process's blobs, then stop."""
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+        if self._blob_worker is not None:
+            await self._blob_worker.shutdown()
+            self._blob_worker = None
+        if self._blob_worker_task is not None:
+            await asyncio.gather(self._blob_worker_task, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+
+    # ------------------------------------------------------------------ writes
+
+    async def create(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        blobs: Mapping[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        overwrite: bool = False,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> ItemResult:
+        """Create an item; ``ItemAlreadyExists`` if it exists (unless ``overwrite``)."""
+        handle = await self.start_create(
+            table, key, blobs, attributes, overwrite=overwrite, options=options, on_busy=on_busy
+        )
+        return await self.result(handle)
+
+    async def start_create(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        blobs: Mapping[str, Any] | None = None,
+        attributes: Mapping[str, Any] | None = None,
+        *,
+        overwrite: bool = False,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> WorkflowHandle[Any, ItemResult]:
+        from workflows import CreateItemWorkflow
+
+        item_key = table.key(key)
+        plain = table.attributes(attributes, "create")
+        with self._holding() as held:
+            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held)
+            if removed:
+                raise InvalidInput(f"create: {removed} are None; leave them out instead")
+            dynamo.check_item_size(
+                size_after(
+                    table.spec,
+                    item_key,
+                    None,
+                    ItemChanges(plain, (), tuple(b.attribute for b in blob_inputs), True),
+                ),
+                f"item {keys.item_path(table.spec, item_key)}",
+            )
+            request = CreateItemInput(
+                table=table.spec,
+                key=item_key,
+                blobs=blob_inputs,
+                attributes=plain,
+                overwrite=overwrite,
+                options=options or table.options,
+            )
+            summary = _summary("create", table, item_key, blob_inputs, plain)
+            return await self._start(
+                CreateItemWorkflow.run, request, table, item_key, summary, on_busy, held
+            )
+
+    async def update(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        blobs: Mapping[str, Any] | None = None,
+        *,
+        set: Mapping[str, Any] | None = None,
+        remove: Sequence[str] = (),
+        add: Mapping[str, Any] | None = None,
+        delete: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> ItemResult:
+        """Update an item: replace blobs (None removes one), SET / REMOVE / ADD / DELETE
+        plain attributes. ``ItemNotFound`` if it is missing; ``VersionConflict`` if
+        ``expected_version`` is given and stale."""
+        handle = await self.start_update(
+            table,
+            key,
+            blobs,
+            set=set,
+            remove=remove,
+            add=add,
+            delete=delete,
+            expected_version=expected_version,
+            options=options,
+            on_busy=on_busy,
+        )
+        return await self.result(handle)
+
+    async def start_update(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        blobs: Mapping[str, Any] | None = None,
+        *,
+        set: Mapping[str, Any] | None = None,
+        remove: Sequence[str] = (),
+        add: Mapping[str, Any] | None = None,
+        delete: Mapping[str, Any] | None = None,
+        expected_version: int | None = None,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> WorkflowHandle[Any, ItemResult]:
+        from workflows import UpdateItemWorkflow
+
+        item_key = table.key(key)
+        if isinstance(remove, str):
+            raise InvalidInput("remove= takes a list of attribute names, not one string")
+        for name in remove:
+            table.check_plain_name(name, "update remove")
+        if expected_version is not None and (
+            isinstance(expected_version, bool) or not isinstance(expected_version, int)
+        ):
+            raise InvalidInput("expected_version must be an int (the item's version)")
+        with self._holding() as held:
+            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held)
+            request = UpdateItemInput(
+                table=table.spec,
+                key=item_key,
+                blobs=blob_inputs,
+                remove_blobs=tuple(removed),
+                set_attributes=table.attributes(set, "update set"),
+                remove_attributes=tuple(remove),
+                add_attributes=table.attributes(add, "update add"),
+                delete_from_sets=table.attributes(delete, "update delete"),
+                expected_version=expected_version,
+                options=options or table.options,
+            )
+            touched = [
+                *request.set_attributes,
+                *request.remove_attributes,
+                *request.add_attributes,
+                *request.delete_from_sets,
+            ]
+            if len(touched) != len({*touched}):
+                raise InvalidInput(
+                    "update: an attribute appears in more than one of set/remove/add/delete"
+                )
+            if not (blob_inputs or removed or touched):
+                raise InvalidInput("update: nothing to change; pass blobs or attributes")
+            dynamo.check_item_size(
+                size_after(
+                    table.spec,
+                    item_key,
+                    None,
+                    ItemChanges(
+                        {**request.set_attributes, **request.add_attributes},
+                        (),
+                        tuple(b.attribute for b in blob_inputs),
+                        True,
+                    ),
+                ),
+                f"item {keys.item_path(table.spec, item_key)}",
+            )
+            summary = _summary(
+                "update", table, item_key, blob_inputs, request.set_attributes, removed
+            )
+            return await self._start(
+                UpdateItemWorkflow.run, request, table, item_key, summary, on_busy, held
+            )
+
+    async def delete(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        *,
+        expected_version: int | None = None,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> ItemResult:
+        """Delete an item, then its objects. ``ItemNotFound`` if it is missing."""
+        handle = await self.start_delete(
+            table, key, expected_version=expected_version, options=options, on_busy=on_busy
+        )
+        return await self.result(handle)
+
+    async def start_delete(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        *,
+        expected_version: int | None = None,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> WorkflowHandle[Any, ItemResult]:
+        from workflows import DeleteItemWorkflow
+
+        item_key = table.key(key)
+        request = DeleteItemInput(
+            table=table.spec,
+            key=item_key,
+            expected_version=expected_version,
+            options=options or table.options,
+        )
+        summary = _summary("delete", table, item_key, (), {})
+        return await self._start(
+            DeleteItemWorkflow.run, request, table, item_key, summary, on_busy, []
+        )
+
+    async def result(self, handle: WorkflowHandle[Any, ItemResult]) -> ItemResult:
+        """Wait for a saga started with ``start_*``; raises the error class it failed with."""
+        try:
+            return await handle.result()
+        except WorkflowFailureError as err:
+            raise user_error(err) from err
+
+    # ------------------------------------------------------------------ reads
+
+    async def get(self, table: LargeAttrTable, key: KeyInput) -> Item | None:
+        """The item (consistent read), with references to its large attributes."""
+        return await asyncio.to_thread(self.reader.get, table.spec, table.key(key))
+
+    async def read_blob(self, ref: BlobRef) -> bytes:
+        """A large attribute's bytes, verified against the recorded SHA-256."""
+        return await asyncio.to_thread(self.reader.read_bytes, ref)
+
+    async def download(self, ref: BlobRef, path: str | os.PathLike[str]) -> int:
+        """Stream a large attribute into a file (atomic; verified)."""
+        return await asyncio.to_thread(self.reader.download, ref, path)
+
+    async def iter_blob(
+        self,
+        ref: BlobRef,
+        chunk_size: int = 1024 * 1024,
+        byte_range: tuple[int, int] | None = None,
+    ) -> AsyncIterator[bytes]:
+        """Stream a large attribute chunk by chunk; a whole read is verified at the end."""
+        chunks = self.reader.iter_chunks(ref, chunk_size, byte_range)
+        done = object()
+        while True:
+            chunk = await asyncio.to_thread(next, chunks, done)
+            if chunk is done:
+                return
+            yield chunk  # type: ignore[misc]
+
+    def presigned_url(self, ref: BlobRef, expires_in: int = 3600) -> str:
+        return self.reader.presigned_url(ref, expires_in)
+
+    # ------------------------------------------------------------------ internals
+
+    async def _start(
+        self,
+        run: Any,
+        request: Any,
+        table: LargeAttrTable,
+        item_key: dict[str, Any],
+        summary: tuple[str, str],
+        on_busy: OnBusy,
+        held: list[str],
+    ) -> WorkflowHandle[Any, ItemResult]:
+        if on_busy not in ("wait", "fail"):
+            raise InvalidInput("on_busy must be 'wait' or 'fail'")
+        workflow_id = keys.workflow_id(table.spec, item_key)
+        if any(blob.task_queue == self.blob_queue for blob in getattr(request, "blobs", ())):
+            await self._ensure_blob_worker()
+        while True:
+            try:
+                handle: WorkflowHandle[Any, ItemResult] = await self.temporal.start_workflow(
+                    run,
+                    request,
+                    id=workflow_id,
+                    task_queue=self.task_queue,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    static_summary=summary[0],
+                    static_details=summary[1],
+                )
+                break
+            except WorkflowAlreadyStartedError as err:
+                if on_busy == "fail":
+                    raise ItemBusy(
+                        f"another operation on {workflow_id} is running (run {err.run_id}); "
+                        "retry later or pass on_busy='wait'",
+                        workflow_id=workflow_id,
+                    ) from None
+                await self._wait_closed(workflow_id, err.run_id)
+        if held:
+            # Keep this process's blobs until the saga no longer needs them.
+            task = asyncio.create_task(self._release_after(handle, list(held)))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            held.clear()
+        return handle
+
+    async def _wait_closed(self, workflow_id: str, run_id: str | None) -> None:
+        handle = self.temporal.get_workflow_handle(workflow_id, run_id=run_id)
+        with contextlib.suppress(Exception):
+            await handle.result(follow_runs=False)
+
+    async def _release_after(self, handle: WorkflowHandle[Any, Any], handles: list[str]) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await handle.result()
+        finally:
+            for source in handles:
+                self.sources.release(source)
+
+    @contextlib.contextmanager
+    def _holding(self) -> Any:
+        """Sources registered while building a request; released unless a saga took them."""
+        held: list[str] = []
+        try:
+            yield held
+        finally:
+            for source in held:
+                self.sources.release(source)
+
+    async def _ensure_blob_worker(self) -> None:
+        if self._blob_worker is not None:
+            return
+        # Lazy: only a client that holds big blobs serves their upload activities.
+        from temporalio.worker import Worker
+
+        from activities.saga import SagaActivities
+
+        activities = SagaActivities(
+            self.storage.s3, self.storage.dynamodb, self.transfer, self.sources
+        )
+        self._executor = ThreadPoolExecutor(max_workers=8, thread_name_prefix="largeattr-blob")
+        self._blob_worker = Worker(
+            self.temporal,
+            task_queue=self.blob_queue,
+            activities=activities.blob_activities(),
+            activity_executor=self._executor,
+            max_concurrent_activities=8,
+        )
+        self._blob_worker_task = asyncio.create_task(self._blob_worker.run())
+
+    async def _blob_inputs(
+        self, table: LargeAttrTable, blobs: Mapping[str, Any], held: list[str]
+    ) -> tuple[tuple[BlobInput, ...], list[str]]:
+        """Validate blobs and decide how each travels: inline, or from this process."""
+        table.check_blob_names(list(blobs))
+        removed = [name for name, value in blobs.items() if value is None]
+        wrapped = {
+            name: value if isinstance(value, Blob) else Blob(value)
+            for name, value in blobs.items()
+            if value is not None
+        }
+        inline_left = self.transfer.inline_total
+        inputs: list[BlobInput] = []
+        for name, blob in sorted(wrapped.items(), key=lambda kv: _known_size(kv[1].data)):
+            content_type, encoding = _content_type(blob)
+            small = await asyncio.to_thread(_small_bytes, blob.data, self.transfer.inline_threshold)
+            if small is not None and len(small) <= inline_left:
+                inline_left -= len(small)
+                inputs.append(BlobInput.inline(name, small, content_type, encoding, blob.s3))
+                continue
+            source, seekable = self.sources.hold(
+                io.BytesIO(small) if small is not None else blob.data
+            )
+            held.append(source)
+            size = self.sources.size(source)
+            if size is not None and size > MAX_OBJECT_SIZE:
+                raise BlobTooLarge(
+                    f"blob {name!r} is {size:,} bytes; S3 objects are at most {MAX_OBJECT_SIZE:,}"
+                )
+            inputs.append(
+                BlobInput(
+                    attribute=name,
+                    content_type=content_type,
+                    content_encoding=encoding,
+                    source=source,
+                    task_queue=self.blob_queue,
+                    seekable=seekable,
+                    size=size,
+                    s3=blob.s3,
+                )
+            )
+        order = {name: i for i, name in enumerate(blobs)}
+        inputs.sort(key=lambda b: order[b.attribute])
+        return tuple(inputs), removed
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _known_size(data: Any) -> int:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return len(data)
+    if isinstance(data, os.PathLike):
+        with contextlib.suppress(OSError):
+            return Path(data).stat().st_size
+    return MAX_OBJECT_SIZE
+
+
+def _small_bytes(data: Any, threshold: int) -> bytes | None:
+    """The bytes of a blob that is small enough to travel inline, else None.
+
+    Also where the type of a blob is checked, so a wrong one fails before anything runs."""
+    if isinstance(data, str):
+        raise InvalidInput(
+            "a blob given as str is ambiguous: encode text (text.encode()) or pass a "
+            "pathlib.Path to upload a file"
+        )
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data) if len(data) <= threshold else None
+    if isinstance(data, os.PathLike):
+        path = Path(data)
+        if not path.is_file():
+            raise InvalidInput(f"{path} is not a readable file; pass an existing file path")
+        return path.read_bytes() if path.stat().st_size <= threshold else None
+    if hasattr(data, "read"):
+        mode = getattr(data, "mode", "rb")
+        if isinstance(mode, str) and "b" not in mode:
+            raise InvalidInput("open the file in binary mode ('rb'), not text mode")
+        if isinstance(data, io.TextIOBase):
+            raise InvalidInput("pass a binary file object (open(..., 'rb')), not a text one")
+        seekable = False
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            seekable = bool(data.seekable())
+        if seekable:
+            start = data.tell()
+            end = data.seek(0, os.SEEK_END)
+            data.seek(start)
+            if end - start <= threshold:
+                chunk = data.read(end - start)
+                data.seek(start)
+                if not isinstance(chunk, bytes):
+                    raise InvalidInput("the file object returned text; open it in binary mode")
+                return chunk
+        return None
+    if is_stream(data):
+        return None
+    raise InvalidInput(
+        f"a blob must be bytes, a pathlib.Path, a binary file object or an iterable of bytes "
+        f"chunks, not {type(data).__name__}"
+    )
+
+
+def _content_type(blob: Blob) -> tuple[str, str | None]:
+    name = None
+    if isinstance(blob.data, os.PathLike):
+        name = os.fspath(blob.data)
+    elif isinstance(getattr(blob.data, "name", None), str):
+        name = blob.data.name
+    guessed, encoding = mimetypes.guess_type(name) if name else (None, None)
+    return (
+        blob.content_type or guessed or "application/octet-stream",
+        blob.content_encoding or encoding,
+    )
+
+
+def _summary(
+    operation: str,
+    table: LargeAttrTable,
+    item_key: dict[str, Any],
+    blobs: Sequence[BlobInput],
+    attributes: Mapping[str, Any],
+    removed: Sequence[str] = (),
+) -> tuple[str, str]:
+    """The one-line summary and the details the Web UI shows for a saga."""
+    item = keys.item_path(table.spec, item_key)
+    parts = [f"{b.attribute} ({human_size(b.size)})" for b in blobs]
+    parts += [f"remove {name}" for name in removed]
+    if attributes:
+        parts.append(f"set {', '.join(sorted(attributes))}")
+    summary = f"{operation} {table.table_name} {item}"
+    if parts:
+        summary += ": " + ", ".join(parts)
+    details = "\n".join(
+        [
+            f"**{operation}** item `{item}` of table `{table.table_name}`",
+            f"objects under `s3://{table.bucket}/{table.prefix}/`",
+            *[
+                f"- `{b.attribute}`: {human_size(b.size)}, {b.content_type}, "
+                f"{'inline' if b.inline_b64 is not None else 'uploaded from ' + str(b.task_queue)}"
+                for b in blobs
+            ],
+        ]
+    )
+    return summary, details
+
+
+__all__ = ["Blob", "LargeAttrClient", "LargeAttrError", "OnBusy", "user_error"]

@@ -1,0 +1,92 @@
+"""Where things run: AWS clients and the Temporal connection, from flags or environment.
+
+AWS follows boto3's own conventions: leave the endpoint unset for real AWS and the normal
+credential chain; set ``endpoint_url`` (or ``AWS_ENDPOINT_URL``) for an emulator. Temporal
+follows the SDK's environment configuration (``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``,
+``TEMPORAL_API_KEY``, TLS settings, profiles in ``temporal.toml``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_s3 import S3Client
+
+DEFAULT_TASK_QUEUE = "largeattr"
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    """How to reach S3 and DynamoDB. All None: boto3's defaults (real AWS)."""
+
+    endpoint_url: str | None = None
+    region_name: str | None = None
+    profile_name: str | None = None
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    #: Parallel connections per client (>= the transfer concurrency).
+    max_pool_connections: int = 32
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    max_attempts: int = 4
+
+    @staticmethod
+    def from_env(**overrides: Any) -> AwsConfig:
+        values: dict[str, Any] = {
+            "endpoint_url": os.environ.get("AWS_ENDPOINT_URL"),
+            "region_name": os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return AwsConfig(**values)
+
+    def session(self) -> boto3.session.Session:
+        return boto3.session.Session(
+            aws_access_key_id=self.aws_access_key_id,
+            aws_secret_access_key=self.aws_secret_access_key,
+            region_name=self.region_name,
+            profile_name=self.profile_name,
+        )
+
+    def botocore_config(self) -> Config:
+        extra: dict[str, Any] = {}
+        if self.endpoint_url:
+            # Emulators on an IP or localhost have no per-bucket host names.
+            extra["s3"] = {"addressing_style": "path"}
+        return Config(
+            max_pool_connections=self.max_pool_connections,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            **extra,
+        )
+
+    def clients(self) -> tuple[S3Client, DynamoDBClient]:
+        session = self.session()
+        config = self.botocore_config()
+        s3 = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        dynamodb = session.client("dynamodb", endpoint_url=self.endpoint_url, config=config)
+        return s3, dynamodb
+
+
+async def connect_temporal(
+    address: str | None = None, namespace: str | None = None, **kwargs: Any
+) -> Any:
+    """A Temporal client from the SDK's env/profile configuration, overridden by arguments."""
+    from temporalio.client import Client
+    from temporalio.envconfig import ClientConfig
+
+    config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
+    if address:
+        config["target_host"] = address
+    if namespace:
+        config["namespace"] = namespace
+    config.setdefault("target_host", "127.0.0.1:7233")
+    config.update(kwargs)
+    return await Client.connect(**config)

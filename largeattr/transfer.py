@@ -1,0 +1,472 @@
+"""Moving blob bytes between a process and S3: streaming, multipart, resumable, verified.
+
+Memory stays bounded whatever the blob size: a source is read one part at a time and at
+most ``max_concurrency`` parts are in flight.
+
+Integrity: a single PutObject sends a SHA-256 checksum that S3 verifies; a multipart upload
+sends a CRC32 per part and a full-object CRC32 (``ChecksumType=FULL_OBJECT``) that S3
+verifies on completion (AWS: "Checking object integrity in Amazon S3"). The SHA-256 of the
+content is in the object's key and in the item, and readers verify it on download.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import io
+import os
+import threading
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
+
+from botocore.exceptions import ClientError
+
+from largeattr.errors import BlobTooLarge, CorruptObject
+from largeattr.messages import PreparedBlob
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+#: S3 limits (AWS: "Amazon S3 multipart upload limits").
+MAX_OBJECT_SIZE = 5 * 1024 * GiB
+MAX_PARTS = 10_000
+MIN_PART_SIZE = 5 * MiB
+MAX_SINGLE_PUT = 5 * GiB
+MAX_SINGLE_COPY = 5 * GiB
+
+_READ_CHUNK = 1 * MiB
+
+
+@dataclass(frozen=True)
+class TransferConfig:
+    """How blob bytes move. One object with sane defaults, like s3transfer's."""
+
+    #: Blobs up to this size may travel inline through Temporal (history).
+    inline_threshold: int = 256 * KiB
+    #: At most this many inline bytes per saga, to stay under Temporal's 512 KiB payload
+    #: warning once base64-encoded; bigger blobs go by reference.
+    inline_total: int = 384 * KiB
+    #: Uploads above this size use multipart upload.
+    multipart_threshold: int = 16 * MiB
+    part_size: int = 8 * MiB
+    max_concurrency: int = 4
+
+    def part_size_for(self, size: int) -> int:
+        """The configured part size, grown when needed to stay within 10,000 parts."""
+        needed = -(-size // MAX_PARTS)
+        part = max(self.part_size, MIN_PART_SIZE, needed)
+        return -(-part // MiB) * MiB
+
+
+def human_size(size: int | None) -> str:
+    """Sizes for people: "12.3 KB" (decimal units, like the S3 console)."""
+    if size is None:
+        return "stream"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
+def checksum_crc32(data: bytes | memoryview) -> str:
+    return base64.b64encode(zlib.crc32(data).to_bytes(4, "big")).decode("ascii")
+
+
+def sha256_b64(hex_digest: str) -> str:
+    return base64.b64encode(bytes.fromhex(hex_digest)).decode("ascii")
+
+
+class Digest:
+    """SHA-256, CRC32 and size of a stream, updated chunk by chunk."""
+
+    def __init__(self) -> None:
+        self._sha = hashlib.sha256()
+        self._crc = 0
+        self.size = 0
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        self._sha.update(chunk)
+        self._crc = zlib.crc32(chunk, self._crc)
+        self.size += len(chunk)
+
+    def result(self) -> PreparedBlob:
+        crc = base64.b64encode(self._crc.to_bytes(4, "big")).decode("ascii")
+        return PreparedBlob(sha256=self._sha.hexdigest(), size=self.size, crc32=crc)
+
+
+def digest_reader(reader: IO[bytes], progress: Callable[[int], None] | None = None) -> PreparedBlob:
+    """Hash a whole stream without holding it in memory."""
+    digest = Digest()
+    buffer = bytearray(_READ_CHUNK)
+    view = memoryview(buffer)
+    while True:
+        count = reader.readinto(view)  # type: ignore[attr-defined]
+        if not count:
+            break
+        digest.update(view[:count])
+        if progress is not None:
+            progress(digest.size)
+    return digest.result()
+
+
+def digest_bytes(data: bytes) -> PreparedBlob:
+    digest = Digest()
+    digest.update(data)
+    return digest.result()
+
+
+def read_exactly(reader: IO[bytes], size: int) -> bytes:
+    """Read up to ``size`` bytes, looping over short reads (pipes, sockets)."""
+    chunks: list[bytes] = []
+    remaining = size
+    while remaining > 0:
+        chunk = reader.read(remaining)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class IterableReader(io.RawIOBase):
+    """A one-pass binary stream over an iterable of byte chunks."""
+
+    def __init__(self, chunks: Iterable[bytes]) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self._pending = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending:
+            try:
+                self._pending = bytes(next(self._chunks))
+            except StopIteration:
+                return 0
+        view = memoryview(buffer).cast("B")
+        count = min(len(view), len(self._pending))
+        view[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        return count
+
+
+@dataclass
+class UploadProgress:
+    """Resume state of a multipart upload, as heartbeated by the upload activity."""
+
+    upload_id: str = ""
+    parts_done: int = 0
+    bytes_done: int = 0
+    #: Parts this process sent (a resumed upload sends only the missing ones).
+    parts_sent: int = 0
+    part_numbers_sent: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PutSpec:
+    """Everything about an object except its bytes."""
+
+    bucket: str
+    key: str
+    content_type: str
+    metadata: Mapping[str, str]
+    content_encoding: str | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def args(self) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.key,
+            "ContentType": self.content_type,
+            "Metadata": dict(self.metadata),
+            **self.extra,
+        }
+        if self.content_encoding:
+            args["ContentEncoding"] = self.content_encoding
+        return args
+
+
+def is_precondition_failed(err: ClientError) -> bool:
+    code = err.response.get("Error", {}).get("Code", "")
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    return code == "PreconditionFailed" or status == 412
+
+
+def put_small(
+    s3: S3Client, spec: PutSpec, data: bytes, sha256_hex: str, if_none_match: bool = True
+) -> bool:
+    """PutObject that never overwrites. True if written, False if the key already exists."""
+    conditional: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+    try:
+        s3.put_object(
+            Body=data,
+            ChecksumAlgorithm="SHA256",
+            ChecksumSHA256=sha256_b64(sha256_hex),
+            **conditional,
+            **spec.args(),
+        )
+    except ClientError as err:
+        if is_precondition_failed(err):
+            return False
+        raise
+    return True
+
+
+def put_multipart(
+    s3: S3Client,
+    spec: PutSpec,
+    reader: IO[bytes],
+    size: int,
+    full_crc32: str | None,
+    config: TransferConfig,
+    progress: UploadProgress,
+    on_progress: Callable[[UploadProgress], None],
+    seek: bool,
+) -> bool:
+    """Multipart upload that never overwrites, resuming ``progress.upload_id`` if set.
+
+    ``reader`` is read sequentially; for a resumed upload of a seekable source the parts
+    S3 already confirmed (ListParts) are skipped with a seek. ``size`` may be -1 for a
+    stream of unknown length (then ``full_crc32`` is computed on the way). Returns True
+    if written, False if the key already held an object (the upload is aborted).
+    """
+    part_size = config.part_size_for(max(size, 0))
+    confirmed: dict[int, dict[str, Any]] = {}
+    if progress.upload_id:
+        listed = _confirmed_parts(s3, spec, progress.upload_id)
+        if listed is None:  # the upload was aborted or completed: start over
+            progress.upload_id = ""
+        else:
+            confirmed = listed
+    if not progress.upload_id:
+        created = s3.create_multipart_upload(
+            ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT", **spec.args()
+        )
+        progress.upload_id = created["UploadId"]
+        on_progress(progress)
+    progress.parts_done = len(confirmed)
+    progress.bytes_done = sum(int(part["Size"]) for part in confirmed.values())
+    running_crc = 0
+    finished: dict[int, dict[str, Any]] = {
+        number: {
+            "PartNumber": number,
+            "ETag": part["ETag"],
+            "ChecksumCRC32": part.get("ChecksumCRC32"),
+        }
+        for number, part in confirmed.items()
+    }
+    lock = threading.Lock()
+
+    def send(number: int, body: bytes) -> None:
+        crc = checksum_crc32(body)
+        response = s3.upload_part(
+            Bucket=spec.bucket,
+            Key=spec.key,
+            UploadId=progress.upload_id,
+            PartNumber=number,
+            Body=body,
+            ChecksumAlgorithm="CRC32",
+            ChecksumCRC32=crc,
+        )
+        with lock:
+            finished[number] = {
+                "PartNumber": number,
+                "ETag": response["ETag"],
+                "ChecksumCRC32": crc,
+            }
+            progress.parts_done += 1
+            progress.parts_sent += 1
+            progress.part_numbers_sent.append(number)
+            progress.bytes_done += len(body)
+
+    if confirmed and not seek:
+        raise ValueError("a one-pass stream cannot resume an upload it has partly consumed")
+    number = 0
+    with ThreadPoolExecutor(max_workers=config.max_concurrency) as pool:
+        in_flight: set[Future[None]] = set()
+        while True:
+            number += 1
+            if number > MAX_PARTS:
+                raise BlobTooLarge(
+                    f"the stream needs more than {MAX_PARTS} parts of {part_size} bytes; "
+                    "raise TransferConfig.part_size"
+                )
+            if number in confirmed:
+                reader.seek(int(confirmed[number]["Size"]), os.SEEK_CUR)
+                continue
+            body = read_exactly(reader, part_size)
+            if not body and number > 1:
+                break
+            if full_crc32 is None:
+                running_crc = zlib.crc32(body, running_crc)
+            if len(in_flight) >= config.max_concurrency:
+                done, in_flight = wait(in_flight, return_when=FIRST_EXCEPTION)
+                for future in done:
+                    future.result()
+                # Heartbeats belong to the activity's own thread, so report from here.
+                on_progress(progress)
+            in_flight.add(pool.submit(send, number, body))
+            if len(body) < part_size:
+                break
+        for future in in_flight:
+            future.result()
+    on_progress(progress)
+    if full_crc32 is None:
+        full_crc32 = base64.b64encode(running_crc.to_bytes(4, "big")).decode("ascii")
+    parts = [finished[n] for n in sorted(finished)]
+    try:
+        s3.complete_multipart_upload(
+            Bucket=spec.bucket,
+            Key=spec.key,
+            UploadId=progress.upload_id,
+            MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+            ChecksumCRC32=full_crc32,
+            ChecksumType="FULL_OBJECT",
+            IfNoneMatch="*",
+        )
+    except ClientError as err:
+        if is_precondition_failed(err):
+            abort_quietly(s3, spec.bucket, spec.key, progress.upload_id)
+            return False
+        if err.response.get("Error", {}).get("Code") == "NoSuchUpload":
+            # Completed by an earlier call whose response was lost, or aborted: the caller
+            # checks the object itself.
+            return True
+        raise
+    return True
+
+
+def _confirmed_parts(
+    s3: S3Client, spec: PutSpec, upload_id: str
+) -> dict[int, dict[str, Any]] | None:
+    parts: dict[int, dict[str, Any]] = {}
+    marker = 0
+    try:
+        while True:
+            page = s3.list_parts(
+                Bucket=spec.bucket, Key=spec.key, UploadId=upload_id, PartNumberMarker=marker
+            )
+            for part in page.get("Parts", []):
+                parts[int(part["PartNumber"])] = dict(part)
+            if not page.get("IsTruncated"):
+                return parts
+            marker = int(page["NextPartNumberMarker"])
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") == "NoSuchUpload":
+            return None
+        raise
+
+
+def abort_quietly(s3: S3Client, bucket: str, key: str, upload_id: str) -> None:
+    # If this fails, the lifecycle rule `largeattr setup` installs removes the upload later.
+    with contextlib.suppress(ClientError):
+        s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+
+
+def abort_uploads(s3: S3Client, bucket: str, key: str) -> int:
+    """Abort every unfinished multipart upload of exactly this key."""
+    aborted = 0
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
+    while True:
+        page = s3.list_multipart_uploads(**kwargs)
+        for upload in page.get("Uploads", []):
+            if upload.get("Key") == key:
+                abort_quietly(s3, bucket, key, upload["UploadId"])
+                aborted += 1
+        if not page.get("IsTruncated"):
+            return aborted
+        kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+
+def copy_object(
+    s3: S3Client, source_key: str, spec: PutSpec, size: int, config: TransferConfig
+) -> None:
+    """Server-side copy into ``spec.key`` with new metadata; multipart above 5 GiB."""
+    source = {"Bucket": spec.bucket, "Key": source_key}
+    if size <= MAX_SINGLE_COPY:
+        s3.copy_object(
+            CopySource=source,  # type: ignore[arg-type]
+            MetadataDirective="REPLACE",
+            ChecksumAlgorithm="CRC32",
+            **spec.args(),
+        )
+        return
+    part_size = max(config.part_size_for(size), 512 * MiB)
+    upload_id = s3.create_multipart_upload(**spec.args())["UploadId"]
+    try:
+        parts = []
+        for index, start in enumerate(range(0, size, part_size), start=1):
+            end = min(start + part_size, size) - 1
+            response = s3.upload_part_copy(
+                Bucket=spec.bucket,
+                Key=spec.key,
+                UploadId=upload_id,
+                PartNumber=index,
+                CopySource=source,  # type: ignore[arg-type]
+                CopySourceRange=f"bytes={start}-{end}",
+            )
+            parts.append({"PartNumber": index, "ETag": response["CopyPartResult"]["ETag"]})
+        s3.complete_multipart_upload(
+            Bucket=spec.bucket,
+            Key=spec.key,
+            UploadId=upload_id,
+            MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+        )
+    except BaseException:
+        abort_quietly(s3, spec.bucket, spec.key, upload_id)
+        raise
+
+
+# ---------------------------------------------------------------- reading
+
+
+def iter_object(
+    s3: S3Client,
+    bucket: str,
+    key: str,
+    sha256_hex: str | None,
+    chunk_size: int = _READ_CHUNK,
+    byte_range: tuple[int, int] | None = None,
+) -> Iterator[bytes]:
+    """Stream an object's bytes. A whole-object read is checked against ``sha256_hex`` and
+    raises CorruptObject after the last chunk if it differs (never a silent bad read)."""
+    args: dict[str, Any] = {"Bucket": bucket, "Key": key}
+    if byte_range is not None:
+        args["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
+    body = s3.get_object(**args)["Body"]
+    check = hashlib.sha256() if sha256_hex and byte_range is None else None
+    try:
+        for chunk in body.iter_chunks(chunk_size):
+            if check is not None:
+                check.update(chunk)
+            yield chunk
+    finally:
+        body.close()
+    if check is not None and check.hexdigest() != sha256_hex:
+        raise CorruptObject(
+            f"s3://{bucket}/{key} does not hold the bytes recorded for it "
+            f"(sha256 {check.hexdigest()} != {sha256_hex}); restore it from a backup "
+            "or rewrite the attribute",
+            uri=f"s3://{bucket}/{key}",
+        )
+
+
+def download_to(
+    s3: S3Client, bucket: str, key: str, sha256_hex: str | None, target: BinaryIO
+) -> int:
+    written = 0
+    for chunk in iter_object(s3, bucket, key, sha256_hex):
+        target.write(chunk)
+        written += len(chunk)
+    return written

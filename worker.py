@@ -1,0 +1,130 @@
+"""Run a largeattr worker: configuration -> AWS clients -> Temporal worker.
+
+    python worker.py --address 127.0.0.1:7233 --task-queue largeattr
+    python worker.py --aws-endpoint-url http://127.0.0.1:5000   # an emulator; unset = AWS
+
+Temporal connection settings also come from the SDK's environment configuration
+(``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``, ``TEMPORAL_API_KEY``, TLS, profiles); AWS
+from boto3's credential chain. SIGINT / SIGTERM stop polling, let running activities
+finish for ``--shutdown-grace`` seconds, then exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import SagaActivities
+from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal
+from largeattr.sources import SourceRegistry
+from largeattr.transfer import MiB, TransferConfig
+from workflows import ALL_WORKFLOWS
+
+log = logging.getLogger("largeattr.worker")
+
+
+def build_worker(
+    temporal: Client,
+    *,
+    task_queue: str = DEFAULT_TASK_QUEUE,
+    aws: AwsConfig | None = None,
+    transfer: TransferConfig | None = None,
+    allow_files: Sequence[str] = (),
+    max_concurrent_activities: int = 32,
+    shutdown_grace: float = 10.0,
+    **worker_options: Any,
+) -> tuple[Worker, ThreadPoolExecutor]:
+    """A worker for the three sagas; its activities use boto3 clients built from ``aws``."""
+    s3, dynamodb = (aws or AwsConfig.from_env()).clients()
+    activities = SagaActivities(s3, dynamodb, transfer, SourceRegistry(allow_files))
+    executor = ThreadPoolExecutor(
+        max_workers=max_concurrent_activities, thread_name_prefix="largeattr-activity"
+    )
+    worker = Worker(
+        temporal,
+        task_queue=task_queue,
+        workflows=ALL_WORKFLOWS,
+        activities=activities.all(),
+        activity_executor=executor,
+        max_concurrent_activities=max_concurrent_activities,
+        graceful_shutdown_timeout=timedelta(seconds=shutdown_grace),
+        **worker_options,
+    )
+    return worker, executor
+
+
+async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
+    temporal = await connect_temporal(args.address, args.namespace)
+    worker, executor = build_worker(
+        temporal,
+        task_queue=args.task_queue,
+        aws=AwsConfig.from_env(endpoint_url=args.aws_endpoint_url, region_name=args.region),
+        transfer=TransferConfig(
+            part_size=args.part_size_mib * MiB, max_concurrency=args.upload_concurrency
+        ),
+        allow_files=args.allow_files,
+        max_concurrent_activities=args.max_concurrent_activities,
+        shutdown_grace=args.shutdown_grace,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with worker:
+        log.info(
+            "worker polling task queue %r on %s (namespace %s)",
+            args.task_queue,
+            temporal.service_client.config.target_host,
+            temporal.namespace,
+        )
+        if ready is not None:
+            ready.set()
+        await stop.wait()
+        log.info("signal received: finishing running activities, then stopping")
+    executor.shutdown(wait=True)
+    log.info("worker stopped")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="Temporal frontend host:port (env TEMPORAL_ADDRESS)")
+    parser.add_argument("--namespace", help="Temporal namespace (env TEMPORAL_NAMESPACE)")
+    parser.add_argument("--task-queue", default=DEFAULT_TASK_QUEUE)
+    parser.add_argument(
+        "--aws-endpoint-url",
+        help="S3/DynamoDB endpoint, e.g. an emulator (env AWS_ENDPOINT_URL); unset = AWS",
+    )
+    parser.add_argument("--region", help="AWS region (env AWS_REGION)")
+    parser.add_argument(
+        "--allow-files",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="directory whose files sagas may upload by path (file: sources); repeatable",
+    )
+    parser.add_argument("--max-concurrent-activities", type=int, default=32)
+    parser.add_argument("--part-size-mib", type=int, default=8)
+    parser.add_argument("--upload-concurrency", type=int, default=4)
+    parser.add_argument("--shutdown-grace", type=float, default=10.0)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="worker.py", description=__doc__.split("\n")[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    asyncio.run(run_worker(args))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""Create saga: upload blobs (compensatable) -> put item if absent (pivot) -> [overwrite:
+delete the replaced item's objects (retriable)]."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.saga import SagaActivities
+    from largeattr import keys
+    from largeattr.errors import ItemAlreadyExists, LargeAttrError
+    from largeattr.messages import (
+        CreateItemInput,
+        ItemChanges,
+        ItemResult,
+        PutItemArgs,
+        ReadItemArgs,
+    )
+    from workflows.steps import (
+        BEFORE_PIVOT,
+        DYNAMODB_CALL,
+        Saga,
+        compensate,
+        delete_objects,
+        final_error,
+        store_blobs,
+    )
+
+
+@workflow.defn(name="largeattr.CreateItem", failure_exception_types=[LargeAttrError])
+class CreateItemWorkflow:
+    @workflow.run
+    async def run(self, request: CreateItemInput) -> ItemResult:
+        saga = Saga(request.table, request.key, workflow.info().run_id, workflow.now().isoformat())
+        item = keys.item_path(request.table, request.key)
+        state = await workflow.execute_activity_method(
+            SagaActivities.read_item,
+            ReadItemArgs(
+                request.table,
+                request.key,
+                ItemChanges(
+                    set_attributes=request.attributes,
+                    blob_attributes=tuple(b.attribute for b in request.blobs),
+                    replace=True,
+                ),
+            ),
+            start_to_close_timeout=DYNAMODB_CALL,
+            retry_policy=BEFORE_PIVOT,
+            summary=f"read {item}",
+        )
+        if state.exists and not request.overwrite:
+            raise ItemAlreadyExists(
+                f"item {item} already exists (version {state.version}); use update, "
+                "or create with overwrite=True"
+            )
+
+        try:
+            stored = await store_blobs(saga, request.blobs)
+            condition = f"if version {state.version}" if state.exists else "if absent"
+            pivot = await workflow.execute_activity_method(
+                SagaActivities.put_item,
+                PutItemArgs(
+                    request.table,
+                    request.key,
+                    request.attributes,
+                    tuple(stored),
+                    state,
+                    saga.saga_id,
+                    saga.updated_at,
+                ),
+                start_to_close_timeout=DYNAMODB_CALL,
+                retry_policy=BEFORE_PIVOT,
+                summary=f"pivot: put item ({condition})",
+            )
+        except (ActivityError, LargeAttrError) as err:
+            await compensate(saga, request.options)
+            raise final_error(err) from err
+
+        deleted: tuple[str, ...] = ()
+        if request.options.delete_old_objects:
+            deleted = await delete_objects(request.table, pivot.superseded, "replaced object")
+        return ItemResult(
+            operation="create",
+            table_name=request.table.table_name,
+            key=request.key,
+            version=pivot.version,
+            blobs=tuple(stored),
+            deleted_objects=deleted,
+            saga_id=saga.saga_id,
+        )
