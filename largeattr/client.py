@@ -32,6 +32,7 @@ from typing import Any, Literal
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import (
+    ActivityError,
     ApplicationError,
     CancelledError,
     TerminatedError,
@@ -81,7 +82,9 @@ class Blob:
 
 def user_error(err: BaseException) -> BaseException:
     """The error a caller can catch for a failed workflow: the class the saga raised."""
-    cause = err.cause if isinstance(err, WorkflowFailureError) else err
+    cause: BaseException | None = err
+    while isinstance(cause, WorkflowFailureError | ActivityError):
+        cause = cause.cause
     if isinstance(cause, ApplicationError):
         cls = error_class(cause.type)
         if cls is not None:

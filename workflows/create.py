@@ -34,28 +34,28 @@ class CreateItemWorkflow:
     async def run(self, request: CreateItemInput) -> ItemResult:
         saga = Saga(request.table, request.key, workflow.info().run_id, workflow.now().isoformat())
         item = keys.item_path(request.table, request.key)
-        state = await workflow.execute_activity_method(
-            SagaActivities.read_item,
-            ReadItemArgs(
-                request.table,
-                request.key,
-                ItemChanges(
-                    set_attributes=request.attributes,
-                    blob_attributes=tuple(b.attribute for b in request.blobs),
-                    replace=True,
-                ),
-            ),
-            start_to_close_timeout=DYNAMODB_CALL,
-            retry_policy=BEFORE_PIVOT,
-            summary=f"read {item}",
-        )
-        if state.exists and not request.overwrite:
-            raise ItemAlreadyExists(
-                f"item {item} already exists (version {state.version}); use update, "
-                "or create with overwrite=True"
-            )
-
         try:
+            state = await workflow.execute_activity_method(
+                SagaActivities.read_item,
+                ReadItemArgs(
+                    request.table,
+                    request.key,
+                    ItemChanges(
+                        set_attributes=request.attributes,
+                        blob_attributes=tuple(b.attribute for b in request.blobs),
+                        replace=True,
+                    ),
+                ),
+                start_to_close_timeout=DYNAMODB_CALL,
+                retry_policy=BEFORE_PIVOT,
+                summary=f"read {item}",
+            )
+            if state.exists and not request.overwrite:
+                raise ItemAlreadyExists(
+                    f"item {item} already exists (version {state.version}); use update, "
+                    "or create with overwrite=True"
+                )
+
             stored = await store_blobs(saga, request.blobs)
             condition = f"if version {state.version}" if state.exists else "if absent"
             pivot = await workflow.execute_activity_method(

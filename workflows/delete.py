@@ -20,24 +20,24 @@ class DeleteItemWorkflow:
     async def run(self, request: DeleteItemInput) -> ItemResult:
         saga_id = workflow.info().run_id
         item = keys.item_path(request.table, request.key)
-        state = await workflow.execute_activity_method(
-            SagaActivities.read_item,
-            ReadItemArgs(request.table, request.key),
-            start_to_close_timeout=DYNAMODB_CALL,
-            retry_policy=BEFORE_PIVOT,
-            summary=f"read {item}",
-        )
-        if not state.exists:
-            raise ItemNotFound(f"item {item} does not exist; nothing to delete")
-        if request.expected_version is not None and request.expected_version != state.version:
-            raise VersionConflict(
-                f"item {item} is at version {state.version}, not {request.expected_version}; "
-                "re-read it and retry",
-                expected=request.expected_version,
-                found=state.version,
-            )
-
         try:
+            state = await workflow.execute_activity_method(
+                SagaActivities.read_item,
+                ReadItemArgs(request.table, request.key),
+                start_to_close_timeout=DYNAMODB_CALL,
+                retry_policy=BEFORE_PIVOT,
+                summary=f"read {item}",
+            )
+            if not state.exists:
+                raise ItemNotFound(f"item {item} does not exist; nothing to delete")
+            if request.expected_version is not None and request.expected_version != state.version:
+                raise VersionConflict(
+                    f"item {item} is at version {state.version}, not {request.expected_version}; "
+                    "re-read it and retry",
+                    expected=request.expected_version,
+                    found=state.version,
+                )
+
             pivot = await workflow.execute_activity_method(
                 SagaActivities.delete_item,
                 DeleteItemArgs(request.table, request.key, state, saga_id),

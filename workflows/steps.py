@@ -85,7 +85,7 @@ def plural(count: int, noun: str) -> str:
 def final_error(err: BaseException) -> LargeAttrError:
     """The user-facing error for a failed step: same class as the activity raised."""
     if isinstance(err, LargeAttrError):
-        return err
+        return type(err)(err.message, **err.details)  # a new one: `raise ... from err` holds
     cause: BaseException | None = err
     while isinstance(cause, ActivityError):
         cause = cause.cause

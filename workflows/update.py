@@ -35,32 +35,32 @@ class UpdateItemWorkflow:
     async def run(self, request: UpdateItemInput) -> ItemResult:
         saga = Saga(request.table, request.key, workflow.info().run_id, workflow.now().isoformat())
         item = keys.item_path(request.table, request.key)
-        state = await workflow.execute_activity_method(
-            SagaActivities.read_item,
-            ReadItemArgs(
-                request.table,
-                request.key,
-                ItemChanges(
-                    set_attributes={**request.set_attributes, **request.add_attributes},
-                    remove_attributes=request.remove_attributes + request.remove_blobs,
-                    blob_attributes=tuple(b.attribute for b in request.blobs),
-                ),
-            ),
-            start_to_close_timeout=DYNAMODB_CALL,
-            retry_policy=BEFORE_PIVOT,
-            summary=f"read {item}",
-        )
-        if not state.exists:
-            raise ItemNotFound(f"item {item} does not exist; create it first")
-        if request.expected_version is not None and request.expected_version != state.version:
-            raise VersionConflict(
-                f"item {item} is at version {state.version}, not {request.expected_version}; "
-                "re-read it and retry",
-                expected=request.expected_version,
-                found=state.version,
-            )
-
         try:
+            state = await workflow.execute_activity_method(
+                SagaActivities.read_item,
+                ReadItemArgs(
+                    request.table,
+                    request.key,
+                    ItemChanges(
+                        set_attributes={**request.set_attributes, **request.add_attributes},
+                        remove_attributes=request.remove_attributes + request.remove_blobs,
+                        blob_attributes=tuple(b.attribute for b in request.blobs),
+                    ),
+                ),
+                start_to_close_timeout=DYNAMODB_CALL,
+                retry_policy=BEFORE_PIVOT,
+                summary=f"read {item}",
+            )
+            if not state.exists:
+                raise ItemNotFound(f"item {item} does not exist; create it first")
+            if request.expected_version is not None and request.expected_version != state.version:
+                raise VersionConflict(
+                    f"item {item} is at version {state.version}, not {request.expected_version}; "
+                    "re-read it and retry",
+                    expected=request.expected_version,
+                    found=state.version,
+                )
+
             stored = await store_blobs(saga, request.blobs)
             pivot = await workflow.execute_activity_method(
                 SagaActivities.update_item,

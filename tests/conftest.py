@@ -1,0 +1,203 @@
+"""The real stack for the tests: Temporal dev server and moto server, each its own process.
+
+Both start once per session on free ports on 127.0.0.1. A worker runs in this process on
+a private task queue; its boto3 clients carry a ``Faults`` object so a test can make an
+AWS call fail, fail after committing, or stall.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities import SagaActivities
+from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
+from largeattr.devstack import EMULATOR_AWS, EMULATOR_REGION, start_moto, start_temporal, stop_process
+from largeattr.setup import ensure_bucket, ensure_table
+from largeattr.sources import SourceRegistry
+from largeattr.transfer import MiB, TransferConfig
+from tests.faults import Faults
+from workflows import ALL_WORKFLOWS
+
+BUCKET = "largeattr-tests"
+
+
+@pytest.fixture(scope="session")
+def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("stack")
+
+
+@pytest.fixture(scope="session")
+def temporal_address(stack_dir: Path) -> Iterator[str]:
+    process, port, _ = start_temporal(stack_dir / "temporal", port=None, ui=False)
+    yield f"127.0.0.1:{port}"
+    stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def aws(stack_dir: Path) -> Iterator[AwsConfig]:
+    process, port = start_moto(port=None, log=stack_dir / "moto.log")
+    yield AwsConfig(
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name=EMULATOR_REGION,
+        aws_access_key_id=EMULATOR_AWS["aws_access_key_id"],
+        aws_secret_access_key=EMULATOR_AWS["aws_secret_access_key"],
+    )
+    stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def aws_clients(aws: AwsConfig) -> tuple[Any, Any]:
+    """Clients for the tests' own checks: no faults on them."""
+    s3, dynamodb = aws.clients()
+    ensure_bucket(s3, BUCKET)
+    return s3, dynamodb
+
+
+@pytest.fixture(scope="session")
+def s3(aws_clients: tuple[Any, Any]) -> Any:
+    return aws_clients[0]
+
+
+@pytest.fixture(scope="session")
+def dynamodb(aws_clients: tuple[Any, Any]) -> Any:
+    return aws_clients[1]
+
+
+@pytest.fixture(scope="session")
+def worker_faults() -> Faults:
+    return Faults()
+
+
+@pytest.fixture(scope="session")
+def allowed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("allowed")
+
+
+@pytest.fixture(scope="session")
+def test_transfer() -> TransferConfig:
+    """Small parts, so multipart paths run on blobs of a few MB."""
+    return TransferConfig(multipart_threshold=6 * MiB, part_size=5 * MiB, max_concurrency=3)
+
+
+@pytest.fixture(scope="session")
+async def temporal(temporal_address: str) -> Client:
+    return await Client.connect(temporal_address)
+
+
+@pytest.fixture(scope="session")
+async def task_queue(
+    temporal: Client,
+    aws: AwsConfig,
+    worker_faults: Faults,
+    allowed_dir: Path,
+    test_transfer: TransferConfig,
+) -> AsyncIterator[str]:
+    """A worker in this process, on its own task queue, with fault hooks on its clients."""
+    queue = f"tests-{uuid.uuid4().hex[:8]}"
+    s3, dynamodb = aws.clients()
+    worker_faults.attach(s3, dynamodb)
+    activities = SagaActivities(s3, dynamodb, test_transfer, SourceRegistry([allowed_dir]))
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        worker = Worker(
+            temporal,
+            task_queue=queue,
+            workflows=ALL_WORKFLOWS,
+            activities=activities.all(),
+            activity_executor=executor,
+            max_concurrent_activities=32,
+            graceful_shutdown_timeout=timedelta(seconds=2),
+        )
+        async with worker:
+            yield queue
+
+
+@pytest.fixture
+def faults(worker_faults: Faults) -> Iterator[Faults]:
+    worker_faults.clear()
+    yield worker_faults
+    worker_faults.clear()
+
+
+@pytest.fixture
+def new_table(dynamodb: Any) -> Any:
+    """A factory of fresh tables (own name and prefix) in the shared bucket."""
+
+    def make(
+        sort_key: str | None = None,
+        partition_key_type: str = "S",
+        sort_key_type: str = "S",
+        large: tuple[str, ...] = ("html", "image"),
+        **kwargs: Any,
+    ) -> LargeAttrTable:
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        table = LargeAttrTable(
+            table_name=name,
+            partition_key="pk",
+            sort_key=sort_key,
+            large_attributes=large,
+            bucket=BUCKET,
+            prefix=f"p/{name}",
+            **kwargs,
+        )
+        ensure_table(dynamodb, table, partition_key_type, sort_key_type)
+        return table
+
+    return make
+
+
+@pytest.fixture
+def table(new_table: Any) -> LargeAttrTable:
+    return new_table()  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+async def la(
+    temporal: Client, task_queue: str, aws: AwsConfig, test_transfer: TransferConfig
+) -> AsyncIterator[LargeAttrClient]:
+    client = LargeAttrClient(temporal, task_queue=task_queue, aws=aws, transfer=test_transfer)
+    yield client
+    await client.close()
+
+
+def object_keys(s3: Any, table: LargeAttrTable) -> set[str]:
+    """Every object under the table's prefix."""
+    found: set[str] = set()
+    paginator = s3.get_paginator("list_objects_v2")
+    for page in paginator.paginate(Bucket=table.bucket, Prefix=f"{table.prefix}/"):
+        found.update(obj["Key"] for obj in page.get("Contents", []))
+    return found
+
+
+def open_uploads(s3: Any, table: LargeAttrTable) -> list[str]:
+    uploads = s3.list_multipart_uploads(Bucket=table.bucket, Prefix=f"{table.prefix}/")
+    return [u["Key"] for u in uploads.get("Uploads", [])]
+
+
+def raw_item(dynamodb: Any, table: LargeAttrTable, key: dict[str, Any]) -> dict[str, Any] | None:
+    from largeattr import dynamo
+
+    response = dynamodb.get_item(
+        TableName=table.table_name, Key=dynamo.item_to_low_level(key), ConsistentRead=True
+    )
+    item = response.get("Item")
+    return dict(item) if item else None
+
+
+@contextlib.contextmanager
+def no_change(s3: Any, dynamodb: Any, table: LargeAttrTable, key: dict[str, Any]) -> Iterator[None]:
+    """Assert that the block leaves the item and the table's objects exactly as they were."""
+    objects, item = object_keys(s3, table), raw_item(dynamodb, table, key)
+    yield
+    assert raw_item(dynamodb, table, key) == item, "the item changed"
+    assert object_keys(s3, table) == objects, "objects were left behind or removed"
+    assert open_uploads(s3, table) == [], "a multipart upload was left open"
