@@ -21,7 +21,13 @@ from temporalio.worker import Worker
 
 from activities import SagaActivities
 from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
-from largeattr.devstack import EMULATOR_AWS, EMULATOR_REGION, start_moto, start_temporal, stop_process
+from largeattr.devstack import (
+    EMULATOR_AWS,
+    EMULATOR_REGION,
+    start_moto,
+    start_temporal,
+    stop_process,
+)
 from largeattr.setup import ensure_bucket, ensure_table
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import MiB, TransferConfig

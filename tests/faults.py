@@ -82,8 +82,13 @@ class Faults:
         match: Callable[[dict[str, Any]], bool] | None = None,
     ) -> Rule:
         return self.add(
-            Rule(operation, phase, times, error or (lambda: client_error("InternalError")),
-                 match=match)
+            Rule(
+                operation,
+                phase,
+                times,
+                error or (lambda: client_error("InternalError")),
+                match=match,
+            )
         )
 
     def slow(self, operation: str, seconds: float, times: int = -1) -> Rule:
@@ -98,7 +103,7 @@ class Faults:
     # -------------------------------------------------------------- hooks
 
     def _matching(self, phase: str, name: str, params: dict[str, Any]) -> Rule | None:
-        service, _, operation = name.partition(".")
+        _service, _, operation = name.partition(".")
         with self._lock:
             for rule in self.rules:
                 if rule.phase != phase or rule.times == 0:

@@ -39,7 +39,8 @@ def test_default_key_layout() -> None:
 )
 def test_escaped_segments_hold_no_separator(value: str) -> None:
     escaped = keys.escape(value)
-    assert "/" not in escaped and "=" not in escaped
+    assert "/" not in escaped
+    assert "=" not in escaped
     assert escaped not in {".", ".."}
     assert escaped.isascii()
     assert keys.unescape(escaped) == value
@@ -70,7 +71,8 @@ def test_numbers_are_canonical() -> None:
 
 def test_binary_keys_are_url_safe() -> None:
     text = keys.key_value_text({"B": "//79/A=="})
-    assert "/" not in text and "=" not in text
+    assert "/" not in text
+    assert "=" not in text
 
 
 def test_key_too_long_for_s3_is_rejected() -> None:
@@ -111,7 +113,8 @@ def test_custom_template_replaces_the_key_function() -> None:
 def test_workflow_id_names_table_and_item_and_stays_short() -> None:
     assert keys.workflow_id(spec(), {"pk": {"S": "id-1"}}) == "largeattr/docs/pk=id-1"
     long = keys.workflow_id(spec(), {"pk": {"S": "x" * 1000}})
-    assert long.startswith("largeattr/docs/item-sha256=") and len(long) < 120
+    assert long.startswith("largeattr/docs/item-sha256=")
+    assert len(long) < 120
 
 
 def test_uri_round_trip_and_ownership() -> None:

@@ -25,7 +25,7 @@ from largeattr import (
 )
 from largeattr.errors import AccessDenied, ItemTooLarge, UnknownAttribute
 from largeattr.messages import BlobInput, CreateItemInput, ItemResult
-from tests.conftest import no_change, object_keys, open_uploads, raw_item
+from tests.conftest import no_change, object_keys, raw_item
 from tests.faults import Faults, client_error
 from workflows import CreateItemWorkflow
 
@@ -105,7 +105,8 @@ async def test_integer_and_non_ascii_keys(la: LargeAttrClient, new_table: Any, s
     await la.create(numeric, 7, blobs={"html": b"seven"})
     # 7, 7.0 and 7E0 are one DynamoDB number, so one item and one path.
     item = await la.get(numeric, 7)
-    assert item is not None and await la.read_blob(item.blob("html")) == b"seven"
+    assert item is not None
+    assert await la.read_blob(item.blob("html")) == b"seven"
     assert "/pk=7/" in item.blob("html").key
 
     text = new_table()
@@ -117,7 +118,8 @@ async def test_integer_and_non_ascii_keys(la: LargeAttrClient, new_table: Any, s
     head = s3.head_object(Bucket=text.bucket, Key=key)
     assert json.loads(unquote(head["Metadata"]["la-item"])) == {"pk": {"S": name}}
     got = await la.get(text, name)
-    assert got is not None and await la.read_blob(got.blob("html")) == b"unicode"
+    assert got is not None
+    assert await la.read_blob(got.blob("html")) == b"unicode"
 
 
 async def test_escaping_keeps_lookalike_keys_apart(
@@ -144,7 +146,8 @@ async def test_escaping_keeps_lookalike_keys_apart(
     # Deleting one leaves the look-alikes readable.
     await la.delete(flat, "a/sk=b")
     item = await la.get(nested, ("a", "b"))
-    assert item is not None and await la.read_blob(item.blob("html")) == b"nested item"
+    assert item is not None
+    assert await la.read_blob(item.blob("html")) == b"nested item"
     assert len(object_keys(s3, flat)) == 2
 
 
@@ -165,14 +168,16 @@ async def test_create_overwrite_replaces_item_and_deletes_old_objects(
     assert set(second.deleted_objects) == set(uris(first).values())
     assert object_keys(s3, table) == {key_of(uris(second)["html"])}
     item = await la.get(table, "doc-1")
-    assert item is not None and set(item.blobs) == {"html"}
+    assert item is not None
+    assert set(item.blobs) == {"html"}
 
 
 async def test_update_replaces_and_removes_large_attributes(
     la: LargeAttrClient, table: LargeAttrTable, s3: Any
 ) -> None:
-    first = await la.create(table, "doc-1", blobs={"html": HTML, "image": IMAGE},
-                            attributes={"title": "v1", "views": 1})
+    first = await la.create(
+        table, "doc-1", blobs={"html": HTML, "image": IMAGE}, attributes={"title": "v1", "views": 1}
+    )
     second = await la.update(
         table,
         "doc-1",
@@ -245,7 +250,9 @@ async def test_delete_with_empty_large_attribute(
     await la.delete(table, "only-html")
     assert object_keys(s3, table) == set()
     # A foreign item with an empty large attribute and no bookkeeping at all.
-    dynamodb.put_item(TableName=table.table_name, Item={"pk": {"S": "foreign"}, "html": {"NULL": True}})
+    dynamodb.put_item(
+        TableName=table.table_name, Item={"pk": {"S": "foreign"}, "html": {"NULL": True}}
+    )
     result = await la.delete(table, "foreign")
     assert result.deleted_objects == ()
     assert raw_item(dynamodb, table, table.key("foreign")) is None
@@ -285,7 +292,7 @@ async def test_create_failure_before_pivot_is_compensated(
     def matches(params: dict[str, Any]) -> bool:
         return match is None or f"attr={match['attr']}/" in params.get("Key", "")
 
-    service, name = operation.split(".")
+    _service, name = operation.split(".")
     faults.fail(name, times=-1, error=lambda: client_error("AccessDenied", 403), match=matches)
     with no_change(s3, dynamodb, table, table.key("doc-1")), pytest.raises(expected):
         await la.create(table, "doc-1", blobs={"html": HTML, "image": IMAGE})
@@ -368,7 +375,8 @@ async def test_post_pivot_delete_retries_until_it_succeeds(
     assert object_keys(s3, table) == {key_of(uris(result)["html"])}
     # The new object was never touched (pynamodb_mate deletes it when the old delete fails).
     item = await la.get(table, "doc-1")
-    assert item is not None and await la.read_blob(item.blob("html")) == b"v2"
+    assert item is not None
+    assert await la.read_blob(item.blob("html")) == b"v2"
     history = await handle.fetch_history()
     failed = [e for e in history.events if e.HasField("activity_task_failed_event_attributes")]
     assert failed == []  # retries of one activity are attempts, not failed events
@@ -390,7 +398,8 @@ async def test_pivot_whose_response_is_lost_commits_once(
     assert result.version == 2
     assert result.deleted_objects == (uris(first)["html"],)
     raw = raw_item(dynamodb, table, table.key("doc-1"))
-    assert raw is not None and raw["la_version"] == {"N": "2"}
+    assert raw is not None
+    assert raw["la_version"] == {"N": "2"}
     assert object_keys(s3, table) == {key_of(uris(result)["html"])}
 
 
@@ -400,7 +409,8 @@ async def test_create_whose_pivot_response_is_lost(
     faults.fail("PutItem", times=1, error=lambda: client_error("InternalError"), phase="after")
     result = await la.create(table, "doc-1", blobs={"html": HTML})
     item = await la.get(table, "doc-1")
-    assert item is not None and item.version == 1
+    assert item is not None
+    assert item.version == 1
     assert object_keys(s3, table) == {key_of(uris(result)["html"])}
 
 
@@ -430,7 +440,8 @@ async def test_second_operation_fails_fast_or_waits(
     first = await la.result(slow)
     assert (first.version, waited.version) == (2, 3)
     item = await la.get(table, "doc-1")
-    assert item is not None and await la.read_blob(item.blob("html")) == b"patient"
+    assert item is not None
+    assert await la.read_blob(item.blob("html")) == b"patient"
 
 
 # ------------------------------------------------------------------ other ways in
@@ -452,7 +463,8 @@ async def test_plain_temporal_client_with_public_input_types(
     )
     assert result.version == 1
     item = await la.get(table, "direct")
-    assert item is not None and await la.read_blob(item.blob("html")) == HTML
+    assert item is not None
+    assert await la.read_blob(item.blob("html")) == HTML
     with pytest.raises(WorkflowFailureError) as failure:
         await temporal.execute_workflow(
             CreateItemWorkflow.run,
