@@ -578,6 +578,15 @@ def _small_bytes(data: Any, threshold: int) -> bytes | None:
                     raise InvalidInput("the file object returned text; open it in binary mode")
                 return chunk
         return None
+    if isinstance(data, Mapping | set | frozenset):
+        raise InvalidInput(
+            f"a blob must be bytes, a file or a stream of bytes, not a {type(data).__name__}; "
+            "serialise it first (e.g. json.dumps(value).encode())"
+        )
+    if isinstance(data, list | tuple) and not all(
+        isinstance(chunk, bytes | bytearray | memoryview) for chunk in data
+    ):
+        raise InvalidInput("a list given as a blob must hold bytes chunks only")
     if is_stream(data):
         return None
     raise InvalidInput(

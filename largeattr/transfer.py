@@ -25,7 +25,7 @@ from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from botocore.exceptions import ClientError
 
-from largeattr.errors import BlobTooLarge, CorruptObject
+from largeattr.errors import BlobTooLarge, CorruptObject, InvalidInput
 from largeattr.messages import PreparedBlob
 
 if TYPE_CHECKING:
@@ -150,9 +150,15 @@ class IterableReader(io.RawIOBase):
     def readinto(self, buffer: Any) -> int:
         while not self._pending:
             try:
-                self._pending = bytes(next(self._chunks))
+                chunk = next(self._chunks)
             except StopIteration:
                 return 0
+            if not isinstance(chunk, bytes | bytearray | memoryview):
+                raise InvalidInput(
+                    f"a blob stream must yield bytes, not {type(chunk).__name__}; "
+                    "encode text before streaming it"
+                )
+            self._pending = bytes(chunk)
         view = memoryview(buffer).cast("B")
         count = min(len(view), len(self._pending))
         view[:count] = self._pending[:count]
@@ -302,7 +308,13 @@ def put_multipart(
                     "raise TransferConfig.part_size"
                 )
             if number in confirmed:
-                reader.seek(int(confirmed[number]["Size"]), os.SEEK_CUR)
+                size_done = int(confirmed[number]["Size"])
+                if finished[number].get("ChecksumCRC32"):
+                    reader.seek(size_done, os.SEEK_CUR)
+                else:  # ListParts without checksums (some S3 emulators): read, don't resend
+                    finished[number]["ChecksumCRC32"] = checksum_crc32(
+                        read_exactly(reader, size_done)
+                    )
                 continue
             body = read_exactly(reader, part_size)
             if not body and number > 1:

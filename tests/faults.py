@@ -102,8 +102,9 @@ class Faults:
 
     # -------------------------------------------------------------- hooks
 
-    def _matching(self, phase: str, name: str, params: dict[str, Any]) -> Rule | None:
-        _service, _, operation = name.partition(".")
+    def _matching(self, phase: str, name: str, params: dict[str, Any]) -> list[Rule]:
+        operation = name.partition(".")[2]
+        hit = []
         with self._lock:
             for rule in self.rules:
                 if rule.phase != phase or rule.times == 0:
@@ -116,31 +117,28 @@ class Faults:
                     rule.times -= 1
                 rule.hits += 1
                 self.injected[f"{phase}:{name}"] += 1
-                return rule
-        return None
+                hit.append(rule)
+        return hit
+
+    @staticmethod
+    def _name(model: Any) -> str:
+        return f"{model.service_model.endpoint_prefix}.{model.name}"
 
     def _before(self, params: dict[str, Any], model: Any, **kwargs: Any) -> None:
-        name = f"{model.service_model.endpoint_prefix}.{model.name}"
-        if model.service_model.endpoint_prefix == "s3":
-            name = f"s3.{model.name}"
+        name = self._name(model)
         with self._lock:
             self.calls[name] += 1
         self._params.value = dict(params)
-        rule = self._matching("before", name, params)
-        if rule is None:
-            return
-        if rule.action is not None:
-            rule.action(params)
-        if rule.delay:
-            time.sleep(rule.delay)
-        if rule.error is not None:
-            raise rule.error()
+        for rule in self._matching("before", name, params):
+            if rule.action is not None:
+                rule.action(params)
+            if rule.delay:
+                time.sleep(rule.delay)
+            if rule.error is not None:
+                raise rule.error()
 
     def _after(self, model: Any, **kwargs: Any) -> None:
-        name = f"{model.service_model.endpoint_prefix}.{model.name}"
-        if model.service_model.endpoint_prefix == "s3":
-            name = f"s3.{model.name}"
         params = getattr(self._params, "value", {})
-        rule = self._matching("after", name, params)
-        if rule is not None and rule.error is not None:
-            raise rule.error()
+        for rule in self._matching("after", self._name(model), params):
+            if rule.error is not None:
+                raise rule.error()
