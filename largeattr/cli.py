@@ -139,6 +139,39 @@ def cmd_get(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from largeattr.check import check_drift, check_storage, known_keys
+    from largeattr.table import LargeAttrTable
+
+    table = LargeAttrTable(
+        table_name=args.table,
+        partition_key=args.partition_key,
+        sort_key=args.sort_key,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        large_attributes=tuple(a for a in args.large.split(",") if a),
+    )
+    s3, dynamodb = _aws(args).clients()
+    storage = Storage(s3, dynamodb)
+    report = check_storage(storage, table.spec, verify_bytes=not args.no_bytes)
+    if args.address:
+        from largeattr.config import connect_temporal
+
+        async def drift() -> None:
+            temporal = await connect_temporal(args.address, args.namespace)
+            keys = known_keys(storage, table.spec)
+            report.drift.extend(await check_drift(storage, table.spec, temporal, keys))
+
+        asyncio.run(drift())
+    young = [o for o in report.orphans if o.age_seconds < args.orphan_grace]
+    report.orphans = [o for o in report.orphans if o.age_seconds >= args.orphan_grace]
+    for line in report.lines():
+        print(line)
+    if young:
+        print(f"({len(young)} unreferenced objects younger than {args.orphan_grace:.0f}s ignored)")
+    return 0 if report.ok() else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="largeattr",
@@ -177,6 +210,23 @@ def build_parser() -> argparse.ArgumentParser:
     get.add_argument("--presign", type=int, metavar="SECONDS", help="print a presigned URL")
     _aws_arguments(get)
     get.set_defaults(run=cmd_get)
+
+    check = commands.add_parser(
+        "check", help="report dangling references, orphans and drift (exit 1 if any)"
+    )
+    _table_arguments(check)
+    check.add_argument("--address", help="Temporal address: also check drift against sagas")
+    check.add_argument("--namespace")
+    check.add_argument("--no-bytes", action="store_true", help="HEAD only; do not hash bytes")
+    check.add_argument(
+        "--orphan-grace",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="ignore unreferenced objects younger than this (a saga may be running)",
+    )
+    _aws_arguments(check)
+    check.set_defaults(run=cmd_check)
     return parser
 
 

@@ -1,0 +1,218 @@
+"""The invariant checker: is what the table references exactly what S3 holds?
+
+Reports, for one table and prefix:
+
+* dangling references: an item points at an object that is missing, or whose bytes do
+  not match the SHA-256 in its key / in ``la_meta``;
+* orphans: objects under the prefix that no item references (with their age), staged
+  streams and unfinished multipart uploads included;
+* drift: items whose state is not what the last committed saga left (needs Temporal):
+  the item's ``la_saga`` must be the run id of the last completed workflow of its id,
+  and an item whose last completed saga was a delete must be absent.
+
+Memory grows with the number of references (strings), never with blob sizes; hashes are
+checked by streaming.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from largeattr import dynamo, keys
+from largeattr.messages import ItemKey, TableSpec
+from largeattr.storage import Storage, is_not_found
+
+_SHA_IN_KEY = re.compile(r"sha256=([0-9a-f]{64})")
+
+
+@dataclass(frozen=True)
+class Dangling:
+    item: str
+    attribute: str
+    uri: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Orphan:
+    key: str
+    size: int
+    age_seconds: float
+    kind: str = "object"  # "object", "staged", "upload"
+
+
+@dataclass(frozen=True)
+class Drift:
+    item: str
+    reason: str
+
+
+@dataclass
+class CheckReport:
+    table: str
+    items: int = 0
+    references: int = 0
+    objects: int = 0
+    dangling: list[Dangling] = field(default_factory=list)
+    orphans: list[Orphan] = field(default_factory=list)
+    drift: list[Drift] = field(default_factory=list)
+
+    def ok(self, allow_orphans: bool = False) -> bool:
+        return not self.dangling and not self.drift and (allow_orphans or not self.orphans)
+
+    def summary(self) -> str:
+        return (
+            f"{self.table}: {self.items} items, {self.references} references, "
+            f"{self.objects} objects; dangling={len(self.dangling)} "
+            f"orphans={len(self.orphans)} drift={len(self.drift)}"
+        )
+
+    def lines(self) -> Iterator[str]:
+        yield self.summary()
+        for d in self.dangling:
+            yield f"DANGLING {d.item} {d.attribute} -> {d.uri}: {d.reason}"
+        for o in self.orphans:
+            yield f"ORPHAN   {o.kind} {o.key} ({o.size} bytes, {o.age_seconds:.0f}s old)"
+        for r in self.drift:
+            yield f"DRIFT    {r.item}: {r.reason}"
+
+
+def _scan(storage: Storage, spec: TableSpec) -> Iterator[dict[str, Any]]:
+    """Items, a page at a time, with only the attributes the checker reads."""
+    names = [spec.partition_key, *([spec.sort_key] if spec.sort_key else [])]
+    names += [*spec.large_attributes, *dynamo.bookkeeping_attributes(spec)]
+    placeholders = {f"#a{i}": name for i, name in enumerate(dict.fromkeys(names))}
+    kwargs: dict[str, Any] = {
+        "TableName": spec.table_name,
+        "ProjectionExpression": ", ".join(placeholders),
+        "ExpressionAttributeNames": placeholders,
+        "ConsistentRead": True,
+    }
+    while True:
+        page = storage.dynamodb.scan(**kwargs)
+        yield from page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            return
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def _object_problem(
+    storage: Storage, bucket: str, key: str, expected: str | None, size: int | None, full: bool
+) -> str | None:
+    try:
+        head = storage.s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if is_not_found(err):
+            return "object missing"
+        raise
+    if size is not None and head["ContentLength"] != size:
+        return f"size {head['ContentLength']} != recorded {size}"
+    if full and expected:
+        digest = hashlib.sha256()
+        body = storage.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        for chunk in body.iter_chunks(1024 * 1024):
+            digest.update(chunk)
+        if digest.hexdigest() != expected:
+            return f"bytes hash to {digest.hexdigest()}, not {expected}"
+    return None
+
+
+def check_storage(
+    storage: Storage,
+    spec: TableSpec,
+    *,
+    verify_bytes: bool = True,
+    now: dt.datetime | None = None,
+) -> CheckReport:
+    """Dangling references and orphans of one table (no Temporal needed)."""
+    report = CheckReport(spec.table_name)
+    referenced: set[str] = set()
+    for raw in _scan(storage, spec):
+        report.items += 1
+        state = dynamo.item_state(spec, raw)
+        name = keys.item_path(spec, dynamo.key_of(spec, dynamo.item_from_low_level(raw)))
+        for attribute, uri in state.refs.items():
+            report.references += 1
+            bucket, key = keys.parse_s3_uri(uri)
+            if bucket == spec.bucket:
+                referenced.add(key)
+            meta = state.meta.get(attribute)
+            in_key = _SHA_IN_KEY.search(key)
+            expected = meta.sha256 if meta else (in_key.group(1) if in_key else None)
+            if meta and in_key and meta.sha256 != in_key.group(1):
+                report.dangling.append(Dangling(name, attribute, uri, "la_meta sha256 != key"))
+                continue
+            problem = _object_problem(
+                storage, bucket, key, expected, meta.size if meta else None, verify_bytes
+            )
+            if problem:
+                report.dangling.append(Dangling(name, attribute, uri, problem))
+    now = now or dt.datetime.now(dt.UTC)
+    paginator = storage.s3.get_paginator("list_objects_v2")
+    staging = f"{spec.prefix}/{keys.STAGING_SEGMENT}/"
+    for page in paginator.paginate(Bucket=spec.bucket, Prefix=f"{spec.prefix}/"):
+        for obj in page.get("Contents", []):
+            report.objects += 1
+            if obj["Key"] in referenced:
+                continue
+            age = (now - obj["LastModified"]).total_seconds()
+            kind = "staged" if obj["Key"].startswith(staging) else "object"
+            report.orphans.append(Orphan(obj["Key"], int(obj["Size"]), age, kind))
+    uploads = storage.s3.list_multipart_uploads(Bucket=spec.bucket, Prefix=f"{spec.prefix}/")
+    for upload in uploads.get("Uploads", []):
+        age = (now - upload["Initiated"]).total_seconds()
+        report.orphans.append(Orphan(upload["Key"], 0, age, "upload"))
+    return report
+
+
+async def check_drift(
+    storage: Storage, spec: TableSpec, temporal: Any, item_keys: list[ItemKey]
+) -> list[Drift]:
+    """Items whose state is not what their last completed saga committed."""
+    drift: list[Drift] = []
+    for item_key in item_keys:
+        name = keys.item_path(spec, item_key)
+        workflow_id = keys.workflow_id(spec, item_key)
+        last = None
+        async for execution in temporal.list_workflows(f'WorkflowId = "{workflow_id}"'):
+            if execution.status is not None and execution.status.name == "RUNNING":
+                drift.append(Drift(name, f"a saga is still running ({execution.run_id})"))
+                last = None
+                break
+            if (
+                execution.status is not None
+                and execution.status.name == "COMPLETED"
+                and (last is None or (execution.close_time or 0) > (last.close_time or 0))
+            ):
+                last = execution
+        if last is None:
+            continue
+        raw = storage.get_item(spec, item_key)
+        operation = last.workflow_type.rsplit(".", 1)[-1]
+        if operation == "DeleteItem":
+            if raw is not None:
+                drift.append(Drift(name, f"deleted by run {last.run_id} but present"))
+            continue
+        state = dynamo.item_state(spec, raw)
+        if not state.exists:
+            drift.append(Drift(name, f"committed by {operation} run {last.run_id} but absent"))
+        elif state.saga_id != last.run_id:
+            drift.append(
+                Drift(
+                    name,
+                    f"last committed by run {last.run_id} ({operation}) but the item says "
+                    f"{state.saga_id or 'a writer outside largeattr'}",
+                )
+            )
+    return drift
+
+
+def known_keys(storage: Storage, spec: TableSpec) -> list[ItemKey]:
+    return [dynamo.key_of(spec, dynamo.item_from_low_level(raw)) for raw in _scan(storage, spec)]

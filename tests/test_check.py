@@ -1,0 +1,104 @@
+"""The invariant checker finds what it should, and only that."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from largeattr import LargeAttrClient, LargeAttrTable, Storage
+from largeattr.check import check_drift, check_storage, known_keys
+from largeattr.cli import main as cli_main
+
+
+async def test_clean_table_is_ok(
+    la: LargeAttrClient, table: LargeAttrTable, s3: Any, dynamodb: Any, temporal: Client
+) -> None:
+    await la.create(table, "a", blobs={"html": b"a", "image": b"A"})
+    await la.create(table, "b", blobs={"html": b"b"})
+    await la.update(table, "b", blobs={"html": b"b2"})
+    await la.create(table, "c", blobs={"html": b"c"})
+    await la.delete(table, "c")
+    storage = Storage(s3, dynamodb)
+    report = check_storage(storage, table.spec)
+    assert report.ok(), list(report.lines())
+    assert (report.items, report.references, report.objects) == (2, 3, 3)
+    keys = [table.key(k) for k in ("a", "b", "c")]
+    assert await check_drift(storage, table.spec, temporal, keys) == []
+
+
+async def test_checker_finds_dangling_orphans_and_drift(
+    la: LargeAttrClient, table: LargeAttrTable, s3: Any, dynamodb: Any, temporal: Client
+) -> None:
+    await la.create(table, "missing", blobs={"html": b"gone soon"})
+    await la.create(table, "tampered", blobs={"html": b"original"})
+    await la.create(table, "drifted", blobs={"html": b"fine"})
+    storage = Storage(s3, dynamodb)
+    missing = (await la.get(table, "missing")).blob("html")  # type: ignore[union-attr]
+    tampered = (await la.get(table, "tampered")).blob("html")  # type: ignore[union-attr]
+    s3.delete_object(Bucket=table.bucket, Key=missing.key)
+    s3.put_object(Bucket=table.bucket, Key=tampered.key, Body=b"evil")
+    s3.put_object(Bucket=table.bucket, Key=f"{table.prefix}/stray/object", Body=b"x")
+    s3.create_multipart_upload(Bucket=table.bucket, Key=f"{table.prefix}/half/upload")
+    dynamodb.update_item(  # a writer outside largeattr
+        TableName=table.table_name,
+        Key={"pk": {"S": "drifted"}},
+        UpdateExpression="SET la_saga = :s",
+        ExpressionAttributeValues={":s": {"S": "someone-else"}},
+    )
+    report = check_storage(storage, table.spec)
+    assert {(d.item, d.reason.split(" ")[0]) for d in report.dangling} == {
+        ("pk=missing", "object"),
+        ("pk=tampered", "size"),
+    }
+    assert {(o.key.split("/", 2)[2], o.kind) for o in report.orphans} == {
+        ("stray/object", "object"),
+        ("half/upload", "upload"),
+    }
+    drift = await check_drift(storage, table.spec, temporal, known_keys(storage, table.spec))
+    assert [d.item for d in drift] == ["pk=drifted"]
+    assert not report.ok()
+
+
+async def test_checker_hashes_bytes_of_same_size(
+    la: LargeAttrClient, table: LargeAttrTable, s3: Any, dynamodb: Any
+) -> None:
+    await la.create(table, "x", blobs={"html": b"abcd"})
+    ref = (await la.get(table, "x")).blob("html")  # type: ignore[union-attr]
+    s3.put_object(Bucket=table.bucket, Key=ref.key, Body=b"abce")
+    storage = Storage(s3, dynamodb)
+    assert check_storage(storage, table.spec, verify_bytes=False).ok()
+    report = check_storage(storage, table.spec)
+    assert report.dangling[0].reason.startswith("bytes hash to")
+
+
+async def test_check_command_exit_code(
+    la: LargeAttrClient,
+    table: LargeAttrTable,
+    s3: Any,
+    aws: Any,
+    capsys: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    await la.create(table, "x", blobs={"html": b"abcd"})
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    argv = [
+        "check",
+        f"--table={table.table_name}",
+        f"--bucket={table.bucket}",
+        f"--prefix={table.prefix}",
+        "--large=html,image",
+        f"--aws-endpoint-url={aws.endpoint_url}",
+        "--region=us-east-1",
+        "--orphan-grace=0",
+    ]
+    with pytest.raises(SystemExit) as clean:
+        cli_main(argv)
+    assert clean.value.code == 0
+    s3.put_object(Bucket=table.bucket, Key=f"{table.prefix}/stray", Body=b"x")
+    with pytest.raises(SystemExit) as dirty:
+        cli_main(argv)
+    assert dirty.value.code == 1
+    assert "ORPHAN" in capsys.readouterr().out
