@@ -17,11 +17,14 @@ from temporalio.exceptions import ApplicationError
 
 from largeattr.errors import LargeAttrError, SourceUnavailable
 from largeattr.messages import (
+    CleanItemInput,
     CleanupResult,
     CompensateArgs,
     DeleteItemArgs,
     DeleteObjectsArgs,
+    FindOrphansArgs,
     ItemState,
+    OrphanPage,
     PivotResult,
     PrepareBlobArgs,
     PreparedBlob,
@@ -215,6 +218,18 @@ class SagaActivities:
     def compensate(self, args: CompensateArgs) -> CleanupResult:
         return self.storage.compensate(args)
 
+    # ------------------------------------------------------------ reconcile
+
+    @activity.defn(name="largeattr.find_orphans")
+    @_user_errors
+    def find_orphans(self, args: FindOrphansArgs) -> OrphanPage:
+        return self.storage.find_orphans(args)
+
+    @activity.defn(name="largeattr.delete_unreferenced")
+    @_user_errors
+    def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
+        return self.storage.delete_unreferenced(args.table, args.item_key, args.keys)
+
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for ``Worker(activities=...)``."""
         return [
@@ -228,6 +243,8 @@ class SagaActivities:
             self.delete_item,
             self.delete_objects,
             self.compensate,
+            self.find_orphans,
+            self.delete_unreferenced,
         ]
 
     def blob_activities(self) -> list[Callable[..., Any]]:

@@ -172,6 +172,34 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if report.ok() else 1
 
 
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from largeattr.client import LargeAttrClient
+    from largeattr.messages import SagaOptions
+    from largeattr.table import LargeAttrTable
+
+    table = LargeAttrTable(
+        table_name=args.table,
+        partition_key=args.partition_key,
+        sort_key=args.sort_key,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        large_attributes=tuple(a for a in args.large.split(",") if a),
+        options=SagaOptions(delete_old_objects=not args.keep_old_versions),
+    )
+
+    async def run() -> None:
+        la = await LargeAttrClient.connect(
+            args.address, args.namespace, task_queue=args.task_queue, aws=_aws(args)
+        )
+        async with la:
+            result = await la.reconcile(table, grace_seconds=args.grace, dry_run=args.dry_run)
+        for name, value in vars(result).items():
+            print(f"{name}: {value}")
+
+    asyncio.run(run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="largeattr",
@@ -227,6 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _aws_arguments(check)
     check.set_defaults(run=cmd_check)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="delete unreferenced objects (runs the Reconcile workflow)"
+    )
+    _table_arguments(reconcile)
+    reconcile.add_argument("--address")
+    reconcile.add_argument("--namespace")
+    reconcile.add_argument("--task-queue", default="largeattr")
+    reconcile.add_argument("--grace", type=int, default=900, metavar="SECONDS")
+    reconcile.add_argument("--dry-run", action="store_true")
+    reconcile.add_argument("--keep-old-versions", action="store_true")
+    _aws_arguments(reconcile)
+    reconcile.set_defaults(run=cmd_reconcile)
     return parser
 
 

@@ -56,6 +56,8 @@ from largeattr.messages import (
     DeleteItemInput,
     ItemChanges,
     ItemResult,
+    ReconcileInput,
+    ReconcileResult,
     S3Options,
     SagaOptions,
     UpdateItemInput,
@@ -361,6 +363,39 @@ class LargeAttrClient:
             return await handle.result()
         except WorkflowFailureError as err:
             raise user_error(err) from err
+
+    async def reconcile(
+        self,
+        table: LargeAttrTable,
+        *,
+        grace_seconds: int = 900,
+        upload_grace_seconds: int = 86_400,
+        keep_old_versions: bool | None = None,
+        dry_run: bool = False,
+    ) -> ReconcileResult:
+        """Delete objects under the table's prefix that no item references (older than
+        ``grace_seconds``), one item at a time under that item's workflow id."""
+        from workflows import ReconcileWorkflow
+
+        keep = (
+            (not table.options.delete_old_objects)
+            if keep_old_versions is None
+            else (keep_old_versions)
+        )
+        return await self.temporal.execute_workflow(
+            ReconcileWorkflow.run,
+            ReconcileInput(
+                table=table.spec,
+                grace_seconds=grace_seconds,
+                upload_grace_seconds=upload_grace_seconds,
+                keep_old_versions=keep,
+                dry_run=dry_run,
+            ),
+            id=f"largeattr-reconcile/{keys.escape(table.table_name)}",
+            task_queue=self.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            static_summary=f"reconcile {table.table_name} (s3://{table.bucket}/{table.prefix}/)",
+        )
 
     # ------------------------------------------------------------------ reads
 

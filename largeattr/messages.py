@@ -330,3 +330,71 @@ class ItemResult:
     #: URIs deleted after the pivot (old versions, or a deleted item's objects).
     deleted_objects: tuple[str, ...] = ()
     saga_id: str = ""
+
+
+# ---------------------------------------------------------------- reconcile
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    objects_scanned: int = 0
+    orphans_found: int = 0
+    objects_deleted: int = 0
+    uploads_aborted: int = 0
+    #: Items with a saga running during the pass; their orphans wait for the next pass.
+    items_busy: int = 0
+    #: Unreferenced objects without an item key in their metadata: reported, never deleted.
+    unattributed: int = 0
+
+
+@dataclass(frozen=True)
+class ReconcileInput:
+    """Find objects under a table's prefix that no item references, and delete them."""
+
+    table: TableSpec
+    #: Objects younger than this are left alone (a step-by-step writer may be mid-way).
+    grace_seconds: int = 900
+    #: Unfinished multipart uploads older than this are aborted.
+    upload_grace_seconds: int = 86_400
+    #: The table keeps old versions on purpose: delete nothing but staged streams.
+    keep_old_versions: bool = False
+    dry_run: bool = False
+    page_size: int = 500
+    continuation_token: str | None = None
+    totals: ReconcileResult | None = None
+
+
+@dataclass(frozen=True)
+class FindOrphansArgs:
+    table: TableSpec
+    grace_seconds: int
+    upload_grace_seconds: int
+    page_size: int
+    continuation_token: str | None = None
+    staged_only: bool = False
+    #: Count stale multipart uploads without aborting them.
+    dry_run: bool = False
+
+
+@dataclass(frozen=True)
+class OrphanGroup:
+    item_key: ItemKey
+    keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OrphanPage:
+    scanned: int
+    groups: tuple[OrphanGroup, ...] = ()
+    unattributed: tuple[str, ...] = ()
+    uploads_aborted: int = 0
+    next_token: str | None = None
+
+
+@dataclass(frozen=True)
+class CleanItemInput:
+    """Delete a few unreferenced objects of one item, under that item's workflow id."""
+
+    table: TableSpec
+    item_key: ItemKey
+    keys: tuple[str, ...]

@@ -13,13 +13,14 @@ the activities in ``activities/`` call. Each method is idempotent, so a retried 
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, cast
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -41,9 +42,12 @@ from largeattr.messages import (
     CleanupResult,
     CompensateArgs,
     DeleteItemArgs,
+    FindOrphansArgs,
     ItemChanges,
     ItemKey,
     ItemState,
+    OrphanGroup,
+    OrphanPage,
     PivotResult,
     PreparedBlob,
     PutItemArgs,
@@ -57,6 +61,7 @@ from largeattr.transfer import (
     PutSpec,
     TransferConfig,
     UploadProgress,
+    abort_quietly,
     abort_uploads,
     copy_object,
     put_multipart,
@@ -728,6 +733,82 @@ class Storage:
         except ClientError as err:
             raise translate(err, table=spec.table_name, bucket=spec.bucket) from err
         return CleanupResult(deleted=tuple(deleted), kept=tuple(kept), aborted_uploads=aborted)
+
+    # ------------------------------------------------------------ reconcile
+
+    def find_orphans(self, args: FindOrphansArgs) -> OrphanPage:
+        """One page of objects under the prefix that their item does not reference."""
+        spec = args.table
+        now = dt.datetime.now(dt.UTC)
+        listing: dict[str, Any] = {
+            "Bucket": spec.bucket,
+            "Prefix": f"{spec.prefix}/",
+            "MaxKeys": args.page_size,
+        }
+        if args.continuation_token:
+            listing["ContinuationToken"] = args.continuation_token
+        staging = f"{spec.prefix}/{keys.STAGING_SEGMENT}/"
+        try:
+            page = self.s3.list_objects_v2(**listing)
+            groups: dict[str, tuple[ItemKey, list[str]]] = {}
+            referenced: dict[str, set[str]] = {}
+            unattributed: list[str] = []
+            for obj in page.get("Contents", []):
+                if (now - obj["LastModified"]).total_seconds() < args.grace_seconds:
+                    continue
+                if args.staged_only and not obj["Key"].startswith(staging):
+                    continue
+                head = self._head(spec.bucket, obj["Key"])
+                raw_item = (head or {}).get("Metadata", {}).get("la-item")
+                if head is None:
+                    continue
+                if raw_item is None:
+                    unattributed.append(obj["Key"])
+                    continue
+                item_key = json.loads(unquote(raw_item))
+                marker = json.dumps(item_key, sort_keys=True)
+                if marker not in referenced:
+                    state = dynamo.item_state(spec, self.get_item(spec, item_key))
+                    referenced[marker] = {
+                        keys.parse_s3_uri(uri)[1]
+                        for uri in state.refs.values()
+                        if keys.owned_by(spec, uri)
+                    }
+                if obj["Key"] not in referenced[marker]:
+                    groups.setdefault(marker, (item_key, []))[1].append(obj["Key"])
+            aborted = 0 if args.continuation_token else self._abort_stale_uploads(spec, args, now)
+        except ClientError as err:
+            raise translate(err, table=spec.table_name, bucket=spec.bucket) from err
+        return OrphanPage(
+            scanned=len(page.get("Contents", [])),
+            groups=tuple(OrphanGroup(k, tuple(v)) for k, v in groups.values()),
+            unattributed=tuple(unattributed),
+            uploads_aborted=aborted,
+            next_token=page.get("NextContinuationToken") if page.get("IsTruncated") else None,
+        )
+
+    def _abort_stale_uploads(self, spec: TableSpec, args: FindOrphansArgs, now: Any) -> int:
+        aborted = 0
+        uploads = self.s3.list_multipart_uploads(Bucket=spec.bucket, Prefix=f"{spec.prefix}/")
+        for upload in uploads.get("Uploads", []):
+            if (now - upload["Initiated"]).total_seconds() >= args.upload_grace_seconds:
+                if not args.dry_run:
+                    abort_quietly(self.s3, spec.bucket, upload["Key"], upload["UploadId"])
+                aborted += 1
+        return aborted
+
+    def delete_unreferenced(
+        self, spec: TableSpec, item_key: ItemKey, candidates: Iterable[str]
+    ) -> CleanupResult:
+        """Delete the candidates the item does not reference now. Run it only while no
+        saga runs on the item (the reconcile workflow holds the item's workflow id)."""
+        state = dynamo.item_state(spec, self.get_item(spec, item_key))
+        referenced = {
+            keys.parse_s3_uri(uri)[1] for uri in state.refs.values() if keys.owned_by(spec, uri)
+        }
+        stale = [k for k in dict.fromkeys(candidates) if k not in referenced]
+        kept = tuple(k for k in dict.fromkeys(candidates) if k in referenced)
+        return CleanupResult(deleted=self.delete_objects(spec.bucket, stale), kept=kept)
 
 
 class _Chained:

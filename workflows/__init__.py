@@ -6,8 +6,22 @@ activity (``activities/``).
 
 from workflows.create import CreateItemWorkflow
 from workflows.delete import DeleteItemWorkflow
+from workflows.reconcile import CleanItemWorkflow, ReconcileWorkflow
 from workflows.update import UpdateItemWorkflow
 
-ALL_WORKFLOWS = [CreateItemWorkflow, UpdateItemWorkflow, DeleteItemWorkflow]
+ALL_WORKFLOWS = [
+    CreateItemWorkflow,
+    UpdateItemWorkflow,
+    DeleteItemWorkflow,
+    ReconcileWorkflow,
+    CleanItemWorkflow,
+]
 
-__all__ = ["ALL_WORKFLOWS", "CreateItemWorkflow", "DeleteItemWorkflow", "UpdateItemWorkflow"]
+__all__ = [
+    "ALL_WORKFLOWS",
+    "CleanItemWorkflow",
+    "CreateItemWorkflow",
+    "DeleteItemWorkflow",
+    "ReconcileWorkflow",
+    "UpdateItemWorkflow",
+]

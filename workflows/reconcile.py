@@ -1,0 +1,109 @@
+"""Reconcile: find objects under a table's prefix that no item references, and delete them.
+
+Sagas compensate their own failures, so orphans only come from outside them: a workflow
+terminated by hand, ``clean_up_on_failure=False``, the step-by-step API, a bug. Each item's
+orphans are deleted by a ``CleanItem`` child workflow whose id is the item's workflow id:
+Temporal then guarantees that no saga on that item runs meanwhile, so an object a saga has
+just uploaded (not yet referenced) is never mistaken for garbage. Busy items are skipped and
+picked up by the next pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.saga import SagaActivities
+    from largeattr import keys
+    from largeattr.messages import (
+        CleanItemInput,
+        CleanupResult,
+        FindOrphansArgs,
+        OrphanGroup,
+        ReconcileInput,
+        ReconcileResult,
+    )
+    from workflows.steps import UNTIL_DONE, plural
+
+#: Items cleaned at once by one pass.
+PARALLEL_ITEMS = 16
+
+
+@workflow.defn(name="largeattr.CleanItem")
+class CleanItemWorkflow:
+    @workflow.run
+    async def run(self, request: CleanItemInput) -> CleanupResult:
+        return await workflow.execute_activity_method(
+            SagaActivities.delete_unreferenced,
+            request,
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=UNTIL_DONE,
+            summary=f"delete {plural(len(request.keys), 'unreferenced object')}",
+        )
+
+
+@workflow.defn(name="largeattr.Reconcile")
+class ReconcileWorkflow:
+    @workflow.run
+    async def run(self, request: ReconcileInput) -> ReconcileResult:
+        totals = request.totals or ReconcileResult()
+        token = request.continuation_token
+        while True:
+            page = await workflow.execute_activity_method(
+                SagaActivities.find_orphans,
+                FindOrphansArgs(
+                    request.table,
+                    request.grace_seconds,
+                    request.upload_grace_seconds,
+                    request.page_size,
+                    token,
+                    staged_only=request.keep_old_versions,
+                    dry_run=request.dry_run,
+                ),
+                start_to_close_timeout=timedelta(minutes=10),
+                retry_policy=UNTIL_DONE,
+                summary=f"scan up to {request.page_size} objects for orphans",
+            )
+            found = sum(len(group.keys) for group in page.groups)
+            deleted, busy = 0, 0
+            if not request.dry_run:
+                for start in range(0, len(page.groups), PARALLEL_ITEMS):
+                    batch = page.groups[start : start + PARALLEL_ITEMS]
+                    results = await asyncio.gather(*(self._clean(request, g) for g in batch))
+                    deleted += sum(r for r in results if r is not None)
+                    busy += sum(1 for r in results if r is None)
+            totals = ReconcileResult(
+                objects_scanned=totals.objects_scanned + page.scanned,
+                orphans_found=totals.orphans_found + found,
+                objects_deleted=totals.objects_deleted + deleted,
+                uploads_aborted=totals.uploads_aborted + page.uploads_aborted,
+                items_busy=totals.items_busy + busy,
+                unattributed=totals.unattributed + len(page.unattributed),
+            )
+            token = page.next_token
+            if token is None:
+                return totals
+            if workflow.info().is_continue_as_new_suggested():
+                workflow.continue_as_new(replace(request, continuation_token=token, totals=totals))
+
+    async def _clean(self, request: ReconcileInput, group: OrphanGroup) -> int | None:
+        """Deleted count, or None when a saga holds the item (try again next pass)."""
+        try:
+            result = await workflow.execute_child_workflow(
+                CleanItemWorkflow.run,
+                CleanItemInput(request.table, group.item_key, group.keys),
+                id=keys.workflow_id(request.table, group.item_key),
+                static_summary=(
+                    f"reconcile {request.table.table_name} "
+                    f"{keys.item_path(request.table, group.item_key)}: "
+                    f"{plural(len(group.keys), 'orphan')}"
+                ),
+            )
+        except WorkflowAlreadyStartedError:
+            return None
+        return len(result.deleted)
