@@ -33,8 +33,10 @@ class AwsConfig:
     aws_secret_access_key: str | None = None
     #: Parallel connections per client (>= the transfer concurrency).
     max_pool_connections: int = 32
-    connect_timeout: float = 10.0
+    connect_timeout: float = 5.0
+    #: S3 reads wait for whole parts; DynamoDB answers in milliseconds or not at all.
     read_timeout: float = 60.0
+    dynamodb_read_timeout: float = 5.0
     max_attempts: int = 4
 
     @staticmethod
@@ -54,7 +56,7 @@ class AwsConfig:
             profile_name=self.profile_name,
         )
 
-    def botocore_config(self) -> Config:
+    def botocore_config(self, read_timeout: float | None = None) -> Config:
         extra: dict[str, Any] = {}
         if self.endpoint_url:
             # Emulators on an IP or localhost have no per-bucket host names.
@@ -62,16 +64,19 @@ class AwsConfig:
         return Config(
             max_pool_connections=self.max_pool_connections,
             connect_timeout=self.connect_timeout,
-            read_timeout=self.read_timeout,
+            read_timeout=read_timeout or self.read_timeout,
             retries={"mode": "standard", "max_attempts": self.max_attempts},
             **extra,
         )
 
     def clients(self) -> tuple[S3Client, DynamoDBClient]:
         session = self.session()
-        config = self.botocore_config()
-        s3 = session.client("s3", endpoint_url=self.endpoint_url, config=config)
-        dynamodb = session.client("dynamodb", endpoint_url=self.endpoint_url, config=config)
+        s3 = session.client("s3", endpoint_url=self.endpoint_url, config=self.botocore_config())
+        dynamodb = session.client(
+            "dynamodb",
+            endpoint_url=self.endpoint_url,
+            config=self.botocore_config(self.dynamodb_read_timeout),
+        )
         return s3, dynamodb
 
 

@@ -69,8 +69,11 @@ UNTIL_DONE = RetryPolicy(
     maximum_attempts=0,
 )
 
-DYNAMODB_CALL = timedelta(seconds=30)
-SMALL_UPLOAD = timedelta(minutes=2)
+# Each attempt is bounded tightly: a worker that dies mid-activity is only noticed when the
+# attempt times out, so these bound how long a crash stalls a saga.
+DYNAMODB_CALL = timedelta(seconds=10)
+SMALL_UPLOAD = timedelta(seconds=30)
+CLEAN_UP = timedelta(seconds=60)
 LARGE_TRANSFER = timedelta(hours=12)
 TRANSFER_HEARTBEAT = timedelta(seconds=30)
 #: A blob held by a client process: if nobody serves its queue this long, the client is
@@ -235,7 +238,7 @@ async def compensate(saga: Saga, options: SagaOptions) -> CleanupResult:
                 tuple(dict.fromkeys(saga.object_keys)),
                 tuple(dict.fromkeys(saga.staging_keys)),
             ),
-            start_to_close_timeout=timedelta(minutes=5),
+            start_to_close_timeout=CLEAN_UP,
             retry_policy=UNTIL_DONE,
             summary=f"compensate: delete {plural(count, 'object')}",
         )
@@ -254,7 +257,7 @@ async def delete_objects(table: TableSpec, uris: Sequence[str], what: str) -> tu
         workflow.start_activity_method(
             SagaActivities.delete_objects,
             DeleteObjectsArgs(table.bucket, object_keys),
-            start_to_close_timeout=timedelta(minutes=5),
+            start_to_close_timeout=CLEAN_UP,
             retry_policy=UNTIL_DONE,
             summary=f"delete {plural(len(object_keys), what)}",
         )
