@@ -56,9 +56,12 @@ class AwsConfig:
             profile_name=self.profile_name,
         )
 
-    def botocore_config(self, read_timeout: float | None = None) -> Config:
+    def botocore_config(self, read_timeout: float | None = None, s3: bool = False) -> Config:
         extra: dict[str, Any] = {}
-        if self.endpoint_url:
+        if s3:
+            # Presigned URLs too use SigV4 (SigV2 query auth is deprecated by AWS).
+            extra["signature_version"] = "s3v4"
+        if self.endpoint_url and s3:
             # Emulators on an IP or localhost have no per-bucket host names.
             extra["s3"] = {"addressing_style": "path"}
         return Config(
@@ -71,7 +74,9 @@ class AwsConfig:
 
     def clients(self) -> tuple[S3Client, DynamoDBClient]:
         session = self.session()
-        s3 = session.client("s3", endpoint_url=self.endpoint_url, config=self.botocore_config())
+        s3 = session.client(
+            "s3", endpoint_url=self.endpoint_url, config=self.botocore_config(s3=True)
+        )
         dynamodb = session.client(
             "dynamodb",
             endpoint_url=self.endpoint_url,

@@ -33,6 +33,7 @@ from largeattr.errors import (
     ItemNotFound,
     ItemTooLarge,
     LargeAttrError,
+    SourceUnavailable,
     TableNotFound,
     VersionConflict,
 )
@@ -664,13 +665,18 @@ class Storage:
             content_encoding=blob.content_encoding,
         )
         try:
-            created = True
-            if self._head(put.bucket, put.key) is not None:
+            if self._has_intact(put, prepared):
                 created = self._written_by(put, saga_id)
             elif self._head(put.bucket, staging_key) is None:
-                raise RuntimeError(f"staged object {staging_key} is missing; restage it")
+                raise SourceUnavailable(
+                    f"the staged copy {staging_key} is gone (expired by the lifecycle rule?); "
+                    "run the operation again"
+                )
             else:
                 copy_object(self.s3, staging_key, put, prepared.size, self.transfer)
+                if not self._has_intact(put, prepared):
+                    raise RuntimeError(f"the copy to {put.key} does not match; copying again")
+                created = True
             self.s3.delete_object(Bucket=put.bucket, Key=staging_key)
         except ClientError as err:
             raise translate(err, bucket=put.bucket) from err

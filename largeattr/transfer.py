@@ -57,6 +57,9 @@ class TransferConfig:
     multipart_threshold: int = 16 * MiB
     part_size: int = 8 * MiB
     max_concurrency: int = 4
+    #: Server-side copies above this size use multipart copy (S3's CopyObject limit: 5 GiB).
+    copy_threshold: int = MAX_SINGLE_COPY
+    copy_part_size: int = 512 * MiB
 
     def part_size_for(self, size: int) -> int:
         """The configured part size, grown when needed to stay within 10,000 parts."""
@@ -406,7 +409,7 @@ def copy_object(
 ) -> None:
     """Server-side copy into ``spec.key`` with new metadata; multipart above 5 GiB."""
     source = {"Bucket": spec.bucket, "Key": source_key}
-    if size <= MAX_SINGLE_COPY:
+    if size <= config.copy_threshold:
         s3.copy_object(
             CopySource=source,  # type: ignore[arg-type]
             MetadataDirective="REPLACE",
@@ -414,7 +417,7 @@ def copy_object(
             **spec.args(),
         )
         return
-    part_size = max(config.part_size_for(size), 512 * MiB)
+    part_size = max(config.part_size_for(size), config.copy_part_size)
     upload_id = s3.create_multipart_upload(**spec.args())["UploadId"]
     try:
         parts = []

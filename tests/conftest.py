@@ -92,7 +92,13 @@ def allowed_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def test_transfer() -> TransferConfig:
     """Small parts, so multipart paths run on blobs of a few MB."""
-    return TransferConfig(multipart_threshold=6 * MiB, part_size=5 * MiB, max_concurrency=3)
+    return TransferConfig(
+        multipart_threshold=6 * MiB,
+        part_size=5 * MiB,
+        max_concurrency=3,
+        copy_threshold=10 * MiB,  # the 12 MiB stream test then runs a multipart copy
+        copy_part_size=5 * MiB,
+    )
 
 
 @pytest.fixture(scope="session")

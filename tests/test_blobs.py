@@ -99,7 +99,7 @@ async def test_multipart_upload_of_bytes_file_and_file_object(
 
 
 async def test_stream_of_unknown_length_is_staged_then_copied(
-    la: LargeAttrClient, table: LargeAttrTable, s3: Any
+    la: LargeAttrClient, table: LargeAttrTable, s3: Any, faults: Faults
 ) -> None:
     data = pattern(12 * MiB, 3)
 
@@ -113,6 +113,8 @@ async def test_stream_of_unknown_length_is_staged_then_copied(
     assert stored.meta.sha256 == hashlib.sha256(data).hexdigest()
     # The staging copy is gone; only the content-addressed object remains.
     assert object_keys(s3, table) == {stored.key}
+    # Above the (test) copy threshold the server-side copy goes part by part.
+    assert faults.calls["s3.UploadPartCopy"] == 3
 
 
 async def test_async_stream_and_small_stream(
