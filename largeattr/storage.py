@@ -554,6 +554,7 @@ class Storage:
         )
         for _ in range(2):
             if self._has_intact(put, prepared):
+                self._abort_leftover_uploads(put, prepared)
                 return StoredBlob(
                     attribute=blob.attribute,
                     bucket=put.bucket,
@@ -586,10 +587,22 @@ class Storage:
             except ClientError as err:
                 raise translate(err, bucket=put.bucket) from err
             if written and self._has_intact(put, prepared):
+                self._abort_leftover_uploads(put, prepared)
                 return StoredBlob(
                     attribute=blob.attribute, bucket=put.bucket, key=put.key, meta=meta
                 )
         raise RuntimeError(f"s3://{put.bucket}/{put.key} could not be stored intact; retrying")
+
+    def _abort_leftover_uploads(self, put: PutSpec, prepared: PreparedBlob) -> None:
+        """The object is in place, so an unfinished multipart upload of its key belongs to an
+        earlier attempt that died before a heartbeat carried its upload id: nothing will
+        resume or complete it. Only blobs big enough for multipart can have one."""
+        if prepared.size <= min(self.transfer.multipart_threshold, self.transfer.copy_threshold):
+            return
+        try:
+            abort_uploads(self.s3, put.bucket, put.key)
+        except ClientError as err:
+            raise translate(err, bucket=put.bucket) from err
 
     def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:
@@ -677,6 +690,7 @@ class Storage:
                 if not self._has_intact(put, prepared):
                     raise RuntimeError(f"the copy to {put.key} does not match; copying again")
                 created = True
+            self._abort_leftover_uploads(put, prepared)
             self.s3.delete_object(Bucket=put.bucket, Key=staging_key)
         except ClientError as err:
             raise translate(err, bucket=put.bucket) from err

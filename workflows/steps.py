@@ -73,7 +73,7 @@ UNTIL_DONE = RetryPolicy(
 # attempt times out, so these bound how long a crash stalls a saga.
 DYNAMODB_CALL = timedelta(seconds=10)
 SMALL_UPLOAD = timedelta(seconds=30)
-CLEAN_UP = timedelta(seconds=60)
+CLEAN_UP = timedelta(seconds=30)
 LARGE_TRANSFER = timedelta(hours=12)
 TRANSFER_HEARTBEAT = timedelta(seconds=30)
 #: A blob held by a client process: if nobody serves its queue this long, the client is
