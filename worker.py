@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -25,7 +24,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities import SagaActivities
-from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal
+from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import MiB, TransferConfig
 from workflows import ALL_WORKFLOWS
@@ -123,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     asyncio.run(run_worker(args))
-    sys.stdout.flush()
+    exit_now(0)
 
 
 if __name__ == "__main__":

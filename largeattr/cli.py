@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
 
-from largeattr.config import AwsConfig
+from largeattr.config import AwsConfig, exit_now
 from largeattr.errors import InvalidInput, LargeAttrError
 from largeattr.messages import TableSpec
 from largeattr.read import Reader
@@ -271,16 +271,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def run(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns its exit code (2: a LargeAttrError, printed)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     try:
-        code = args.run(args)
+        return int(args.run(args))
     except LargeAttrError as err:
         print(f"largeattr: {type(err).__name__}: {err}", file=sys.stderr)
-        code = 2
+        return 2
     except KeyboardInterrupt:
-        code = 130
-    sys.exit(code)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``largeattr`` console script."""
+    exit_now(run(argv))

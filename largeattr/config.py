@@ -8,9 +8,12 @@ follows the SDK's environment configuration (``TEMPORAL_ADDRESS``, ``TEMPORAL_NA
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
+import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import boto3
 from botocore.config import Config
@@ -100,3 +103,14 @@ async def connect_temporal(
     config.setdefault("target_host", "127.0.0.1:7233")
     config.update(kwargs)
     return await Client.connect(**config)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush and leave without interpreter finalisation: the Temporal SDK's native threads
+    can crash it after all work is done (temporalio/sdk-python issue 300, "Fatal Python
+    error: PyGILState_Release"), which would turn a clean stop into exit code 139."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
-from largeattr.cli import main
+from largeattr.cli import run as cli_run
 
 
 @pytest.fixture
@@ -20,9 +20,7 @@ def aws_env(aws: AwsConfig, monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 def run(argv: list[str]) -> int:
-    with pytest.raises(SystemExit) as done:
-        main(argv)
-    return int(done.value.code or 0)
+    return cli_run(argv)
 
 
 def test_setup_creates_table_bucket_and_keeps_other_lifecycle_rules(

@@ -1,0 +1,95 @@
+"""What a user sees in the Temporal Web UI, and the worker process's lifecycle."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.client import Client
+
+from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def summary_of(event: Any) -> str:
+    payload = event.user_metadata.summary
+    return json.loads(payload.data) if payload.data else ""
+
+
+async def test_history_reads_as_the_saga(
+    la: LargeAttrClient, table: LargeAttrTable, temporal: Client
+) -> None:
+    await la.create(table, "doc", blobs={"html": b"<p>1</p>", "image": b"x" * 12_000})
+    handle = await la.start_update(table, "doc", blobs={"html": b"<p>2</p>"}, set={"t": 1})
+    await la.result(handle)
+    history = await handle.fetch_history()
+    started = history.events[0]
+    assert summary_of(started) == f"update {table.table_name} pk=doc: html (8 B), set t"
+    activities = [
+        summary_of(e)
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert activities == [
+        "read pk=doc",
+        "upload html (8 B, inline)",
+        "pivot: update item (if version 1)",
+        "delete 1 old object",
+    ]
+    assert handle.id == f"largeattr/{table.table_name}/pk=doc"
+    description = await handle.describe()
+    assert description.workflow_type == "largeattr.UpdateItem"
+
+
+def _worker(temporal_address: str, aws: AwsConfig, queue: str) -> subprocess.Popen[bytes]:
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "us-east-1",
+    }
+    return subprocess.Popen(
+        [
+            *(sys.executable, "worker.py", "--address", temporal_address),
+            *("--aws-endpoint-url", str(aws.endpoint_url), "--task-queue", queue),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_worker_process_serves_then_stops_gracefully(
+    temporal: Client,
+    temporal_address: str,
+    aws: AwsConfig,
+    table: LargeAttrTable,
+    sig: signal.Signals,
+) -> None:
+    queue = f"worker-{table.table_name}"
+    process = _worker(temporal_address, aws, queue)
+    try:
+        async with LargeAttrClient(temporal, task_queue=queue, aws=aws) as la:
+            result = await la.create(table, "doc", blobs={"html": b"served"})
+        assert result.version == 1
+        process.send_signal(sig)
+        deadline = time.monotonic() + 30
+        while process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        output = process.stdout.read().decode() if process.stdout else ""
+        assert process.returncode == 0, output
+        assert "worker stopped" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
