@@ -144,15 +144,17 @@ class SagaActivities:
             raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
         source = blob.source
         progress = _resumed_progress()
-        stored = self.storage.store(
-            put,
-            blob,
-            args.prepared,
-            lambda: self.sources.open(source),
-            args.saga_id,
-            progress=progress,
-            on_progress=_heartbeat,
-        )
+        with self.sources.random_access(source) as read_part:
+            stored = self.storage.store(
+                put,
+                blob,
+                args.prepared,
+                lambda: self.sources.open(source),
+                args.saga_id,
+                progress=progress,
+                on_progress=_heartbeat,
+                read_part=read_part,
+            )
         self.parts_sent.setdefault(args.object_key, []).extend(progress.part_numbers_sent)
         return stored
 

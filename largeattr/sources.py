@@ -15,7 +15,7 @@ import io
 import os
 import threading
 import uuid
-from collections.abc import AsyncIterable, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -149,6 +149,29 @@ class SourceRegistry:
             held.value.seek(held.start)
             return int(end - held.start)
         return None
+
+    @contextlib.contextmanager
+    def random_access(self, handle: str) -> Iterator[Callable[[int, int], bytes] | None]:
+        """``read(offset, length)`` for a source that many threads can read at once (a
+        file or bytes), else None: the upload then reads it front to back."""
+        held = None if handle.startswith(FILE) else self._lookup(handle)
+        if held is not None and held.kind == "bytes":
+            data: bytes = held.value
+            yield lambda offset, length: data[offset : offset + length]
+            return
+        path: Path | None = None
+        if handle.startswith(FILE):
+            path = self._allowed_path(handle)
+        elif held is not None and held.kind == "path":
+            path = held.value
+        if path is not None:
+            descriptor = os.open(path, os.O_RDONLY)
+            try:
+                yield lambda offset, length: os.pread(descriptor, length, offset)
+            finally:
+                os.close(descriptor)
+            return
+        yield None
 
     def open(self, handle: str) -> IO[bytes]:
         """A reader at the start of the blob. A one-pass stream opens only once."""

@@ -540,11 +540,13 @@ class Storage:
         saga_id: str,
         progress: UploadProgress | None = None,
         on_progress: Callable[[UploadProgress], None] = lambda _: None,
+        read_part: Callable[[int, int], bytes] | None = None,
     ) -> StoredBlob:
         """Write a blob to its final key, unless identical bytes are already there.
 
         ``open_source`` returns a fresh reader positioned at the start (it is called again
-        if a corrupt object has to be replaced).
+        if a corrupt object has to be replaced). ``read_part(offset, length)``, for a
+        source many threads can read at once, lets each upload thread read its own part.
         """
         meta = BlobMeta(
             size=prepared.size,
@@ -583,6 +585,7 @@ class Storage:
                             progress or UploadProgress(),
                             on_progress,
                             seek=True,
+                            read_part=read_part,
                         )
             except ClientError as err:
                 raise translate(err, bucket=put.bucket) from err

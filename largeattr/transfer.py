@@ -19,7 +19,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
@@ -42,6 +42,7 @@ MAX_SINGLE_PUT = 5 * GiB
 MAX_SINGLE_COPY = 5 * GiB
 
 _READ_CHUNK = 1 * MiB
+_HASH_CHUNK = 4 * MiB
 
 
 @dataclass(frozen=True)
@@ -107,18 +108,29 @@ class Digest:
 
 
 def digest_reader(reader: IO[bytes], progress: Callable[[int], None] | None = None) -> PreparedBlob:
-    """Hash a whole stream without holding it in memory."""
-    digest = Digest()
-    buffer = bytearray(_READ_CHUNK)
-    view = memoryview(buffer)
-    while True:
-        count = reader.readinto(view)  # type: ignore[attr-defined]
-        if not count:
-            break
-        digest.update(view[:count])
-        if progress is not None:
-            progress(digest.size)
-    return digest.result()
+    """Hash a whole stream without holding it in memory (two chunks at most).
+
+    SHA-256 and CRC32 both release the GIL, so the CRC32 runs on a second thread and the
+    pass costs about what SHA-256 alone does."""
+    sha = hashlib.sha256()
+    size = 0
+    crc: Future[int] | None = None
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="largeattr-crc32") as pool:
+        while True:
+            chunk = reader.read(_HASH_CHUNK)
+            if not chunk:
+                break
+            crc = pool.submit(zlib.crc32, chunk, crc.result() if crc else 0)
+            sha.update(chunk)
+            size += len(chunk)
+            if progress is not None:
+                progress(size)
+        value = crc.result() if crc else 0
+    return PreparedBlob(
+        sha256=sha.hexdigest(),
+        size=size,
+        crc32=base64.b64encode(value.to_bytes(4, "big")).decode("ascii"),
+    )
 
 
 def digest_bytes(data: bytes) -> PreparedBlob:
@@ -241,13 +253,16 @@ def put_multipart(
     progress: UploadProgress,
     on_progress: Callable[[UploadProgress], None],
     seek: bool,
+    read_part: Callable[[int, int], bytes] | None = None,
 ) -> bool:
     """Multipart upload that never overwrites, resuming ``progress.upload_id`` if set.
 
     ``reader`` is read sequentially; for a resumed upload of a seekable source the parts
     S3 already confirmed (ListParts) are skipped with a seek. ``size`` may be -1 for a
-    stream of unknown length (then ``full_crc32`` is computed on the way). Returns True
-    if written, False if the key already held an object (the upload is aborted).
+    stream of unknown length (then ``full_crc32`` is computed on the way). With
+    ``read_part(offset, length)`` (a file or bytes), each part is read by the thread that
+    sends it instead. Returns True if written, False if the key already held an object
+    (the upload is aborted).
     """
     part_size = config.part_size_for(max(size, 0))
     confirmed: dict[int, dict[str, Any]] = {}
@@ -298,11 +313,27 @@ def put_multipart(
             progress.part_numbers_sent.append(number)
             progress.bytes_done += len(body)
 
+    def read_and_send(number: int, offset: int, length: int) -> None:
+        assert read_part is not None
+        send(number, read_part(offset, length))
+
     if confirmed and not seek:
         raise ValueError("a one-pass stream cannot resume an upload it has partly consumed")
-    number = 0
+    random_access = read_part is not None and size >= 0
     with ThreadPoolExecutor(max_workers=config.max_concurrency) as pool:
         in_flight: set[Future[None]] = set()
+
+        def submit(fn: Callable[..., None], *args: Any) -> None:
+            nonlocal in_flight
+            while len(in_flight) >= config.max_concurrency:
+                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in done:
+                    future.result()
+                # Heartbeats belong to the activity's own thread, so report from here.
+                on_progress(progress)
+            in_flight.add(pool.submit(fn, *args))
+
+        number = 0
         while True:
             number += 1
             if number > MAX_PARTS:
@@ -310,6 +341,20 @@ def put_multipart(
                     f"the stream needs more than {MAX_PARTS} parts of {part_size} bytes; "
                     "raise TransferConfig.part_size"
                 )
+            offset = (number - 1) * part_size
+            if random_access and read_part is not None:
+                if offset >= size:
+                    break
+                if number in confirmed:
+                    if not finished[number].get("ChecksumCRC32"):
+                        # ListParts without checksums (some S3 emulators): read, don't resend.
+                        length = int(confirmed[number]["Size"])
+                        finished[number]["ChecksumCRC32"] = checksum_crc32(
+                            read_part(offset, length)
+                        )
+                    continue
+                submit(read_and_send, number, offset, min(part_size, size - offset))
+                continue
             if number in confirmed:
                 size_done = int(confirmed[number]["Size"])
                 if finished[number].get("ChecksumCRC32"):
@@ -324,13 +369,7 @@ def put_multipart(
                 break
             if full_crc32 is None:
                 running_crc = zlib.crc32(body, running_crc)
-            if len(in_flight) >= config.max_concurrency:
-                done, in_flight = wait(in_flight, return_when=FIRST_EXCEPTION)
-                for future in done:
-                    future.result()
-                # Heartbeats belong to the activity's own thread, so report from here.
-                on_progress(progress)
-            in_flight.add(pool.submit(send, number, body))
+            submit(send, number, body)
             if len(body) < part_size:
                 break
         for future in in_flight:
