@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from largeattr import dynamo, keys
 from largeattr.errors import InvalidInput, UnknownAttribute
 from largeattr.messages import BlobMeta, ItemKey, TableSpec
-from largeattr.storage import Storage, translate
+from largeattr.storage import Storage, reraise
 from largeattr.transfer import iter_object
 
 if TYPE_CHECKING:
@@ -116,7 +116,7 @@ class Reader:
         try:
             yield from iter_object(self.s3, ref.bucket, ref.key, ref.sha256, chunk_size, byte_range)
         except Exception as err:
-            raise translate(err, bucket=ref.bucket) from err
+            reraise(err, bucket=ref.bucket)
 
     def read_bytes(self, ref: BlobRef) -> bytes:
         return b"".join(self.iter_chunks(ref))

@@ -14,7 +14,7 @@ from botocore.exceptions import ClientError
 
 from largeattr import keys
 from largeattr.errors import InvalidInput
-from largeattr.storage import error_code, translate
+from largeattr.storage import error_code, reraise
 from largeattr.table import LargeAttrTable
 
 if TYPE_CHECKING:
@@ -39,7 +39,7 @@ def ensure_table(
         return False
     except ClientError as err:
         if error_code(err) != "ResourceNotFoundException":
-            raise translate(err, table=table.table_name) from err
+            reraise(err, table=table.table_name)
     schema: list[Any] = [{"AttributeName": table.partition_key, "KeyType": "HASH"}]
     definitions: list[Any] = [
         {"AttributeName": table.partition_key, "AttributeType": partition_key_type}
@@ -69,7 +69,7 @@ def ensure_bucket(s3: S3Client, bucket: str, region: str | None = None) -> bool:
         return False
     except ClientError as err:
         if error_code(err) not in {"404", "NoSuchBucket", "NotFound"}:
-            raise translate(err, bucket=bucket) from err
+            reraise(err, bucket=bucket)
     args: dict[str, Any] = {"Bucket": bucket}
     if region and region != "us-east-1":
         args["CreateBucketConfiguration"] = {"LocationConstraint": region}
@@ -106,7 +106,7 @@ def install_lifecycle(
         existing = s3.get_bucket_lifecycle_configuration(Bucket=table.bucket).get("Rules", [])
     except ClientError as err:
         if error_code(err) != "NoSuchLifecycleConfiguration":
-            raise translate(err, bucket=table.bucket) from err
+            reraise(err, bucket=table.bucket)
         existing = []
     rules = [dict(rule) for rule in existing if rule.get("ID") not in our_ids] + ours
     s3.put_bucket_lifecycle_configuration(

@@ -19,7 +19,7 @@ import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, cast
+from typing import IO, TYPE_CHECKING, Any, NoReturn, cast
 from urllib.parse import quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
@@ -96,6 +96,11 @@ _ACCESS_CODES = frozenset(
         "ExpiredToken",
         "ExpiredTokenException",
         "InvalidToken",
+        # DynamoDB's answers to a wrong secret key or a missing signature
+        "InvalidSignatureException",
+        "IncompleteSignatureException",
+        "MissingAuthenticationTokenException",
+        "RequestTimeTooSkewed",
     }
 )
 
@@ -127,7 +132,9 @@ def translate(err: Exception, *, table: str = "", bucket: str = "") -> Exception
             "or fix the bucket name",
             bucket=bucket,
         )
-    if code in _ACCESS_CODES:
+    status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _ACCESS_CODES or status == 403 or code == "403":
+        # A HEAD request's 403 has no body, so no code: botocore reports it as "403".
         return AccessDenied(
             f"AWS refused the request ({code}: {message}); check the credentials and that "
             f"they may use table {table!r} and bucket {bucket!r}"
@@ -140,6 +147,16 @@ def translate(err: Exception, *, table: str = "", bucket: str = "") -> Exception
             )
         return InvalidInput(f"DynamoDB rejected the request: {message}")
     return err
+
+
+def reraise(err: Exception, *, table: str = "", bucket: str = "") -> NoReturn:
+    """Raise the error a user can act on for ``err``. An error ``translate`` leaves alone
+    is raised as it is: ``raise err from err`` would make it its own cause, a cycle that
+    Temporal cannot serialise (the activity then fails with a RecursionError instead)."""
+    translated = translate(err, table=table, bucket=bucket)
+    if translated is err:
+        raise err
+    raise translated from err
 
 
 def error_code(err: ClientError) -> str:
@@ -295,7 +312,7 @@ class Storage:
                 ConsistentRead=True,
             )
         except (ClientError, BotoCoreError) as err:
-            raise translate(err, table=spec.table_name, bucket=spec.bucket) from err
+            reraise(err, table=spec.table_name, bucket=spec.bucket)
         item = response.get("Item")
         return dict(item) if item else None
 
@@ -347,7 +364,7 @@ class Storage:
             )
         except ClientError as err:
             if not _is_conditional_failure(err):
-                raise translate(err, table=spec.table_name, bucket=spec.bucket) from err
+                reraise(err, table=spec.table_name, bucket=spec.bucket)
             current = dynamo.item_state(spec, err.response.get("Item"))  # type: ignore[arg-type]
             if current.exists and current.saga_id == args.saga_id:
                 # Our own earlier attempt committed; its response was lost.
@@ -369,7 +386,7 @@ class Storage:
                 found=current.version,
             ) from None
         except BotoCoreError as err:
-            raise translate(err, table=spec.table_name) from err
+            reraise(err, table=spec.table_name)
         old = dynamo.item_state(spec, response.get("Attributes"))
         return PivotResult(
             version=args.expected.version + 1,
@@ -444,7 +461,7 @@ class Storage:
             )
         except ClientError as err:
             if not _is_conditional_failure(err):
-                raise translate(err, table=spec.table_name, bucket=spec.bucket) from err
+                reraise(err, table=spec.table_name, bucket=spec.bucket)
             current = dynamo.item_state(spec, err.response.get("Item"))  # type: ignore[arg-type]
             if current.exists and current.saga_id == args.saga_id:
                 return PivotResult(
@@ -464,7 +481,7 @@ class Storage:
                 found=current.version,
             ) from None
         except BotoCoreError as err:
-            raise translate(err, table=spec.table_name) from err
+            reraise(err, table=spec.table_name)
         old = dynamo.item_state(spec, response.get("Attributes"))
         return PivotResult(
             version=args.expected.version + 1,
@@ -487,7 +504,7 @@ class Storage:
             )
         except ClientError as err:
             if not _is_conditional_failure(err):
-                raise translate(err, table=spec.table_name, bucket=spec.bucket) from err
+                reraise(err, table=spec.table_name, bucket=spec.bucket)
             current = dynamo.item_state(spec, err.response.get("Item"))  # type: ignore[arg-type]
             if not current.exists:
                 # Gone since the read step: our own earlier attempt (its response lost) or
@@ -504,7 +521,7 @@ class Storage:
                 found=current.version,
             ) from None
         except BotoCoreError as err:
-            raise translate(err, table=spec.table_name) from err
+            reraise(err, table=spec.table_name)
         old = dynamo.item_state(spec, response.get("Attributes"))
         return PivotResult(
             version=old.version, superseded=_superseded(spec, old.refs, old.refs, {})
@@ -588,7 +605,7 @@ class Storage:
                             read_part=read_part,
                         )
             except ClientError as err:
-                raise translate(err, bucket=put.bucket) from err
+                reraise(err, bucket=put.bucket)
             if written and self._has_intact(put, prepared):
                 self._abort_leftover_uploads(put, prepared)
                 return StoredBlob(
@@ -605,7 +622,7 @@ class Storage:
         try:
             abort_uploads(self.s3, put.bucket, put.key)
         except ClientError as err:
-            raise translate(err, bucket=put.bucket) from err
+            reraise(err, bucket=put.bucket)
 
     def _head(self, bucket: str, key: str) -> dict[str, Any] | None:
         try:
@@ -613,7 +630,7 @@ class Storage:
         except ClientError as err:
             if is_not_found(err):
                 return None
-            raise translate(err, bucket=bucket) from err
+            reraise(err, bucket=bucket)
 
     def _has_intact(self, put: PutSpec, prepared: PreparedBlob) -> bool:
         """True if the key holds these bytes; a corrupt object there is removed."""
@@ -667,7 +684,7 @@ class Storage:
                 self.s3, put, chained, -1, None, self.transfer, progress, on_progress, seek=False
             )
         except ClientError as err:
-            raise translate(err, bucket=put.bucket) from err
+            reraise(err, bucket=put.bucket)
         return digest.result()
 
     def promote(
@@ -696,7 +713,7 @@ class Storage:
             self._abort_leftover_uploads(put, prepared)
             self.s3.delete_object(Bucket=put.bucket, Key=staging_key)
         except ClientError as err:
-            raise translate(err, bucket=put.bucket) from err
+            reraise(err, bucket=put.bucket)
         return StoredBlob(
             attribute=blob.attribute, bucket=put.bucket, key=put.key, meta=meta, created=created
         )
@@ -714,7 +731,9 @@ class Storage:
                     Delete={"Objects": [{"Key": key} for key in batch], "Quiet": True},
                 )
             except ClientError as err:
-                raise translate(err, bucket=bucket) from err
+                if error_code(err) == "NoSuchBucket":
+                    return tuple(pending)  # no bucket, no objects: nothing left to delete
+                reraise(err, bucket=bucket)
             errors = [e for e in response.get("Errors", []) if e.get("Code") != "NoSuchKey"]
             if errors:
                 first = errors[0]
@@ -754,7 +773,12 @@ class Storage:
                     self.s3.delete_object(Bucket=spec.bucket, Key=key)
                     deleted.append(key)
         except ClientError as err:
-            raise translate(err, table=spec.table_name, bucket=spec.bucket) from err
+            if error_code(err) == "NoSuchBucket":
+                # The upload failed because the bucket does not exist: nothing to undo.
+                return CleanupResult(
+                    deleted=tuple(deleted), kept=tuple(kept), aborted_uploads=aborted
+                )
+            reraise(err, table=spec.table_name, bucket=spec.bucket)
         return CleanupResult(deleted=tuple(deleted), kept=tuple(kept), aborted_uploads=aborted)
 
     # ------------------------------------------------------------ reconcile
@@ -801,7 +825,7 @@ class Storage:
                     groups.setdefault(marker, (item_key, []))[1].append(obj["Key"])
             aborted = 0 if args.continuation_token else self._abort_stale_uploads(spec, args, now)
         except ClientError as err:
-            raise translate(err, table=spec.table_name, bucket=spec.bucket) from err
+            reraise(err, table=spec.table_name, bucket=spec.bucket)
         return OrphanPage(
             scanned=len(page.get("Contents", [])),
             groups=tuple(OrphanGroup(k, tuple(v)) for k, v in groups.values()),

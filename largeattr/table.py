@@ -165,6 +165,10 @@ def _key_value(name: str, value: Any, limit: int) -> AttributeValue:
         raise InvalidKey(
             f"key {name!r} must be a str, int, Decimal or bytes, not {type(value).__name__}"
         )
+    if isinstance(value, Decimal) and not value.is_finite():
+        raise InvalidKey(
+            f"key {name!r} is {value}; DynamoDB keys are finite numbers, strings or bytes"
+        )
     if isinstance(value, str | bytes) and not value:
         raise InvalidKey(f"key {name!r} must not be empty")
     size = (

@@ -11,13 +11,20 @@ with workflow.unsafe.imports_passed_through():
     from largeattr import keys
     from largeattr.errors import ItemNotFound, LargeAttrError, VersionConflict
     from largeattr.messages import DeleteItemArgs, DeleteItemInput, ItemResult, ReadItemArgs
-    from workflows.steps import BEFORE_PIVOT, DYNAMODB_CALL, delete_objects, final_error
+    from workflows.steps import (
+        BEFORE_PIVOT,
+        DYNAMODB_CALL,
+        check_workflow_id,
+        delete_objects,
+        final_error,
+    )
 
 
 @workflow.defn(name="largeattr.DeleteItem", failure_exception_types=[LargeAttrError])
 class DeleteItemWorkflow:
     @workflow.run
     async def run(self, request: DeleteItemInput) -> ItemResult:
+        check_workflow_id(request.table, request.key)
         saga_id = workflow.info().run_id
         item = keys.item_path(request.table, request.key)
         try:

@@ -25,6 +25,7 @@ with workflow.unsafe.imports_passed_through():
     from largeattr import keys
     from largeattr.errors import (
         BUSINESS_ERROR_NAMES,
+        InvalidInput,
         LargeAttrError,
         SagaFailed,
         SourceUnavailable,
@@ -79,6 +80,17 @@ TRANSFER_HEARTBEAT = timedelta(seconds=30)
 #: A blob held by a client process: if nobody serves its queue this long, the client is
 #: gone and the saga compensates (a Schedule-To-Start timeout is never retried).
 CLIENT_PICKUP = timedelta(seconds=60)
+
+
+def check_workflow_id(table: TableSpec, key: ItemKey) -> None:
+    """The workflow id is the per-item lock: a saga under any other id could run beside
+    another saga on the same item (and delete an object that one just referenced)."""
+    expected = keys.workflow_id(table, key)
+    if workflow.info().workflow_id != expected:
+        raise InvalidInput(
+            f"this saga must run with workflow id {expected!r} (LargeAttrTable.workflow_id), "
+            f"not {workflow.info().workflow_id!r}: the id keeps operations on one item apart"
+        )
 
 
 def plural(count: int, noun: str) -> str:

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         BEFORE_PIVOT,
         DYNAMODB_CALL,
         Saga,
+        check_workflow_id,
         compensate,
         delete_objects,
         final_error,
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
 class UpdateItemWorkflow:
     @workflow.run
     async def run(self, request: UpdateItemInput) -> ItemResult:
+        check_workflow_id(request.table, request.key)
         saga = Saga(request.table, request.key, workflow.info().run_id, workflow.now().isoformat())
         item = keys.item_path(request.table, request.key)
         try:
