@@ -41,11 +41,14 @@ def build_worker(
     allow_files: Sequence[str] = (),
     max_concurrent_activities: int = 32,
     shutdown_grace: float = 10.0,
+    activities: SagaActivities | None = None,
     **worker_options: Any,
 ) -> tuple[Worker, ThreadPoolExecutor]:
-    """A worker for the three sagas; its activities use boto3 clients built from ``aws``."""
-    s3, dynamodb = (aws or AwsConfig.from_env()).clients()
-    activities = SagaActivities(s3, dynamodb, transfer, SourceRegistry(allow_files))
+    """A worker for the sagas; its activities use boto3 clients built from ``aws``, unless
+    ready-made ``activities`` are given (tests pass ones whose clients inject faults)."""
+    if activities is None:
+        s3, dynamodb = (aws or AwsConfig.from_env()).clients()
+        activities = SagaActivities(s3, dynamodb, transfer, SourceRegistry(allow_files))
     executor = ThreadPoolExecutor(
         max_workers=max_concurrent_activities, thread_name_prefix="largeattr-activity"
     )

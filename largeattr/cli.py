@@ -27,6 +27,20 @@ def _aws(args: argparse.Namespace) -> AwsConfig:
     return AwsConfig.from_env(endpoint_url=args.aws_endpoint_url, region_name=args.region)
 
 
+def _table(args: argparse.Namespace, **extra: Any) -> Any:
+    from largeattr.table import LargeAttrTable
+
+    return LargeAttrTable(
+        table_name=args.table,
+        partition_key=args.partition_key,
+        sort_key=args.sort_key,
+        bucket=args.bucket,
+        prefix=args.prefix,
+        large_attributes=tuple(a for a in args.large.split(",") if a),
+        **extra,
+    )
+
+
 def _table_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", required=True, help="DynamoDB table name")
     parser.add_argument("--partition-key", default="pk")
@@ -68,16 +82,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_setup(args: argparse.Namespace) -> int:
     from largeattr.setup import setup
-    from largeattr.table import LargeAttrTable
 
-    table = LargeAttrTable(
-        table_name=args.table,
-        partition_key=args.partition_key,
-        sort_key=args.sort_key,
-        bucket=args.bucket,
-        prefix=args.prefix,
-        large_attributes=tuple(a for a in args.large.split(",") if a),
-    )
+    table = _table(args)
     aws = _aws(args)
     s3, dynamodb = aws.clients()
     done = setup(s3, dynamodb, table, aws.region_name, args.partition_key_type, args.sort_key_type)
@@ -141,16 +147,8 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     from largeattr.check import check_drift, check_storage, known_keys
-    from largeattr.table import LargeAttrTable
 
-    table = LargeAttrTable(
-        table_name=args.table,
-        partition_key=args.partition_key,
-        sort_key=args.sort_key,
-        bucket=args.bucket,
-        prefix=args.prefix,
-        large_attributes=tuple(a for a in args.large.split(",") if a),
-    )
+    table = _table(args)
     s3, dynamodb = _aws(args).clients()
     storage = Storage(s3, dynamodb)
     report = check_storage(storage, table.spec, verify_bytes=not args.no_bytes)
@@ -175,17 +173,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from largeattr.client import LargeAttrClient
     from largeattr.messages import SagaOptions
-    from largeattr.table import LargeAttrTable
 
-    table = LargeAttrTable(
-        table_name=args.table,
-        partition_key=args.partition_key,
-        sort_key=args.sort_key,
-        bucket=args.bucket,
-        prefix=args.prefix,
-        large_attributes=tuple(a for a in args.large.split(",") if a),
-        options=SagaOptions(delete_old_objects=not args.keep_old_versions),
-    )
+    table = _table(args, options=SagaOptions(delete_old_objects=not args.keep_old_versions))
 
     async def run() -> None:
         la = await LargeAttrClient.connect(

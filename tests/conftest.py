@@ -10,14 +10,11 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from activities import SagaActivities
 from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
@@ -32,7 +29,7 @@ from largeattr.setup import ensure_bucket, ensure_table
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import MiB, TransferConfig
 from tests.faults import Faults
-from workflows import ALL_WORKFLOWS
+from worker import build_worker
 
 BUCKET = "largeattr-tests"
 
@@ -119,18 +116,12 @@ async def task_queue(
     s3, dynamodb = aws.clients()
     worker_faults.attach(s3, dynamodb)
     activities = SagaActivities(s3, dynamodb, test_transfer, SourceRegistry([allowed_dir]))
-    with ThreadPoolExecutor(max_workers=32) as executor:
-        worker = Worker(
-            temporal,
-            task_queue=queue,
-            workflows=ALL_WORKFLOWS,
-            activities=activities.all(),
-            activity_executor=executor,
-            max_concurrent_activities=32,
-            graceful_shutdown_timeout=timedelta(seconds=2),
-        )
-        async with worker:
-            yield queue
+    worker, executor = build_worker(
+        temporal, task_queue=queue, activities=activities, shutdown_grace=2.0
+    )
+    async with worker:
+        yield queue
+    executor.shutdown(wait=False)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.saga import SagaActivities
     from largeattr import keys
-    from largeattr.errors import ItemNotFound, LargeAttrError, VersionConflict
+    from largeattr.errors import LargeAttrError
     from largeattr.messages import DeleteItemArgs, DeleteItemInput, ItemResult, ReadItemArgs
     from workflows.steps import (
         BEFORE_PIVOT,
@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
         check_workflow_id,
         delete_objects,
         final_error,
+        require_version,
     )
 
 
@@ -35,15 +36,7 @@ class DeleteItemWorkflow:
                 retry_policy=BEFORE_PIVOT,
                 summary=f"read {item}",
             )
-            if not state.exists:
-                raise ItemNotFound(f"item {item} does not exist; nothing to delete")
-            if request.expected_version is not None and request.expected_version != state.version:
-                raise VersionConflict(
-                    f"item {item} is at version {state.version}, not {request.expected_version}; "
-                    "re-read it and retry",
-                    expected=request.expected_version,
-                    found=state.version,
-                )
+            require_version(state, request.expected_version, item, "nothing to delete")
 
             pivot = await workflow.execute_activity_method(
                 SagaActivities.delete_item,

@@ -26,9 +26,11 @@ with workflow.unsafe.imports_passed_through():
     from largeattr.errors import (
         BUSINESS_ERROR_NAMES,
         InvalidInput,
+        ItemNotFound,
         LargeAttrError,
         SagaFailed,
         SourceUnavailable,
+        VersionConflict,
         error_class,
     )
     from largeattr.messages import (
@@ -37,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
         CompensateArgs,
         DeleteObjectsArgs,
         ItemKey,
+        ItemState,
         PrepareBlobArgs,
         PromoteBlobArgs,
         SagaOptions,
@@ -90,6 +93,18 @@ def check_workflow_id(table: TableSpec, key: ItemKey) -> None:
         raise InvalidInput(
             f"this saga must run with workflow id {expected!r} (LargeAttrTable.workflow_id), "
             f"not {workflow.info().workflow_id!r}: the id keeps operations on one item apart"
+        )
+
+
+def require_version(state: ItemState, expected: int | None, item: str, if_missing: str) -> None:
+    """The read step's verdict: the item exists, at the version the caller expects."""
+    if not state.exists:
+        raise ItemNotFound(f"item {item} does not exist; {if_missing}")
+    if expected is not None and expected != state.version:
+        raise VersionConflict(
+            f"item {item} is at version {state.version}, not {expected}; re-read it and retry",
+            expected=expected,
+            found=state.version,
         )
 
 

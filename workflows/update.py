@@ -10,7 +10,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from activities.saga import SagaActivities
     from largeattr import keys
-    from largeattr.errors import ItemNotFound, LargeAttrError, VersionConflict
+    from largeattr.errors import LargeAttrError
     from largeattr.messages import (
         ItemChanges,
         ItemResult,
@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         compensate,
         delete_objects,
         final_error,
+        require_version,
         store_blobs,
     )
 
@@ -53,15 +54,7 @@ class UpdateItemWorkflow:
                 retry_policy=BEFORE_PIVOT,
                 summary=f"read {item}",
             )
-            if not state.exists:
-                raise ItemNotFound(f"item {item} does not exist; create it first")
-            if request.expected_version is not None and request.expected_version != state.version:
-                raise VersionConflict(
-                    f"item {item} is at version {state.version}, not {request.expected_version}; "
-                    "re-read it and retry",
-                    expected=request.expected_version,
-                    found=state.version,
-                )
+            require_version(state, request.expected_version, item, "create it first")
 
             stored = await store_blobs(saga, request.blobs)
             pivot = await workflow.execute_activity_method(
