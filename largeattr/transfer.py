@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import io
 import os
+import queue
 import threading
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -485,6 +486,29 @@ def copy_object(
 # ---------------------------------------------------------------- reading
 
 
+class _BackgroundSha256:
+    """SHA-256 on a thread of its own, so a reader hashes while it writes (hashlib releases
+    the GIL); at most ``depth`` chunks wait in between."""
+
+    def __init__(self, depth: int = 8) -> None:
+        self._sha = hashlib.sha256()
+        self._chunks: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._thread = threading.Thread(target=self._run, name="largeattr-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (chunk := self._chunks.get()) is not None:
+            self._sha.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        self._chunks.put(chunk)
+
+    def hexdigest(self) -> str:
+        self._chunks.put(None)
+        self._thread.join()
+        return self._sha.hexdigest()
+
+
 def iter_object(
     s3: S3Client,
     bucket: str,
@@ -499,7 +523,7 @@ def iter_object(
     if byte_range is not None:
         args["Range"] = f"bytes={byte_range[0]}-{byte_range[1]}"
     body = s3.get_object(**args)["Body"]
-    check = hashlib.sha256() if sha256_hex and byte_range is None else None
+    check = _BackgroundSha256() if sha256_hex and byte_range is None else None
     try:
         for chunk in body.iter_chunks(chunk_size):
             if check is not None:
@@ -507,10 +531,11 @@ def iter_object(
             yield chunk
     finally:
         body.close()
-    if check is not None and check.hexdigest() != sha256_hex:
+        actual = check.hexdigest() if check is not None else None
+    if actual is not None and actual != sha256_hex:
         raise CorruptObject(
             f"s3://{bucket}/{key} does not hold the bytes recorded for it "
-            f"(sha256 {check.hexdigest()} != {sha256_hex}); restore it from a backup "
+            f"(sha256 {actual} != {sha256_hex}); restore it from a backup "
             "or rewrite the attribute",
             uri=f"s3://{bucket}/{key}",
         )
