@@ -26,7 +26,7 @@ from temporalio.worker import Worker
 from activities import SagaActivities
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
 from largeattr.sources import SourceRegistry
-from largeattr.transfer import MiB, TransferConfig
+from largeattr.transfer import FULL_OBJECT, MULTIPART_CHECKSUMS, MiB, TransferConfig
 from workflows import ALL_WORKFLOWS
 
 log = logging.getLogger("largeattr.worker")
@@ -72,7 +72,9 @@ async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = Non
         task_queue=args.task_queue,
         aws=AwsConfig.from_env(endpoint_url=args.aws_endpoint_url, region_name=args.region),
         transfer=TransferConfig(
-            part_size=args.part_size_mib * MiB, max_concurrency=args.upload_concurrency
+            part_size=args.part_size_mib * MiB,
+            max_concurrency=args.upload_concurrency,
+            multipart_checksum=args.multipart_checksum,
         ),
         allow_files=args.allow_files,
         max_concurrent_activities=args.max_concurrent_activities,
@@ -116,6 +118,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-concurrent-activities", type=int, default=32)
     parser.add_argument("--part-size-mib", type=int, default=8)
     parser.add_argument("--upload-concurrency", type=int, default=4)
+    parser.add_argument(
+        "--multipart-checksum",
+        choices=MULTIPART_CHECKSUMS,
+        default=FULL_OBJECT,
+        help="what S3 verifies on multipart uploads besides each part: the whole object's "
+        "CRC32 (FULL_OBJECT) or only the parts (COMPOSITE, for stores without FULL_OBJECT)",
+    )
     parser.add_argument("--shutdown-grace", type=float, default=10.0)
 
 

@@ -221,11 +221,13 @@ async def child_client(args: argparse.Namespace) -> None:
         aws_secret_access_key="testing",
     )
     transfer = TransferConfig()
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if args.part_size_mib:
         overrides["part_size"] = args.part_size_mib * MiB
     if args.concurrency:
         overrides["max_concurrency"] = args.concurrency
+    if args.composite:
+        overrides["multipart_checksum"] = "COMPOSITE"
     if overrides:
         transfer = TransferConfig(**overrides)
     async with await LargeAttrClient.connect(
@@ -511,6 +513,13 @@ def main(argv: list[str] | None = None) -> int:
         "checksum largeattr uses (informational; not in the RESULT ratio)",
     )
     parser.add_argument(
+        "--composite",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also time largeattr with TransferConfig(multipart_checksum='COMPOSITE'), the "
+        "checksum upload_file uses by default (informational; not in the RESULT ratio)",
+    )
+    parser.add_argument(
         "--rounds",
         type=int,
         default=1,
@@ -648,17 +657,18 @@ def main(argv: list[str] | None = None) -> int:
             s3.delete_object(Bucket=BUCKET, Key=key)
             s3.delete_object(Bucket=BUCKET, Key=f"{key}.warmup")
 
-        def largeattr_run(n: int) -> None:
+        def largeattr_run(n: int, composite: bool = False) -> None:
             command = [
                 *me, "_client", *common,
                 "--address", address,
                 "--task-queue", task_queue,
                 "--table", TABLE,
-                "--key", f"item-{n}",
+                "--key", f"item-{'c' if composite else ''}{n}",
                 "--out", str(work / "largeattr.out"),
                 "--part-size-mib", str(args.part_size_mib),
                 "--concurrency", str(args.concurrency),
                 *(["--via-worker"] if args.via_worker else []),
+                *(["--composite"] if composite else []),
             ]  # fmt: skip
             result = run_phases(
                 command,
@@ -670,7 +680,7 @@ def main(argv: list[str] | None = None) -> int:
                 phases,
                 profile=[(p, work / f"{p}-{n}") for p in args.profile],
             )
-            runs.append((f"largeattr #{n}", result))
+            runs.append((f"{'composite' if composite else 'largeattr'} #{n}", result))
             for key in list_keys(s3):
                 s3.delete_object(Bucket=BUCKET, Key=key)
 
@@ -693,6 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.like_for_like:
             for n in range(1, args.rounds + 1):
                 boto3_run(n, full_object=True)
+        if args.composite:
+            for n in range(1, args.rounds + 1):
+                largeattr_run(n, composite=True)
         poller.stop.set()
         report(args, runs, histories, others)
     finally:
@@ -727,7 +740,7 @@ def report(
     for name, phases in runs:
         for phase, data in phases.items():
             procs = data["procs"]
-            own = "client" if name.startswith("largeattr") else "boto3"
+            own = "client" if name.startswith(("largeattr", "composite")) else "boto3"
             rss = "  ".join(
                 f"{p}={v['peak_mb']:.0f}({v['poll_mb']:.0f})"
                 for p, v in procs.items()
@@ -771,6 +784,15 @@ def report(
             f"checksum largeattr has S3 verify) {full_mean:.2f} s (runs "
             f"{', '.join(f'{s:.2f}' for s in full)}): largeattr / that = "
             f"{la_mean / full_mean:.3f}"
+        )
+    composite = [p["upload"]["seconds"] for n, p in runs if n.startswith("composite")]
+    if composite:
+        composite_mean = sum(composite) / len(composite)
+        print(
+            f"like for like: largeattr with multipart_checksum='COMPOSITE' (per-part CRC32s "
+            f"only, as upload_file by default) {composite_mean:.2f} s (runs "
+            f"{', '.join(f'{s:.2f}' for s in composite)}): that / boto3 = "
+            f"{composite_mean / boto_mean:.3f}"
         )
     if args.read:
         boto_rd = [p["read"]["seconds"] for n, p in runs if n.startswith("boto3")]
@@ -834,6 +856,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--read", action="store_true")
     parser.add_argument("--via-worker", action="store_true")
     parser.add_argument("--full-object", action="store_true")
+    parser.add_argument("--composite", action="store_true")
     parser.add_argument("--size", type=int, default=0)
     parser.add_argument("--address")
     parser.add_argument("--task-queue")

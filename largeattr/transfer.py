@@ -5,8 +5,9 @@ most ``max_concurrency`` parts are in flight.
 
 Integrity: a single PutObject sends a SHA-256 checksum that S3 verifies; a multipart upload
 sends a CRC32 per part and a full-object CRC32 (``ChecksumType=FULL_OBJECT``) that S3
-verifies on completion (AWS: "Checking object integrity in Amazon S3"). The SHA-256 of the
-content is in the object's key and in the item, and readers verify it on download.
+verifies on completion (AWS: "Checking object integrity in Amazon S3"), or, with
+``TransferConfig(multipart_checksum="COMPOSITE")``, only the per-part CRC32s. The SHA-256 of
+the content is in the object's key and in the item, and readers verify it on download.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal
 
 from botocore.exceptions import ClientError
 
@@ -41,6 +42,11 @@ MAX_PARTS = 10_000
 MIN_PART_SIZE = 5 * MiB
 MAX_SINGLE_PUT = 5 * GiB
 MAX_SINGLE_COPY = 5 * GiB
+
+MultipartChecksum = Literal["FULL_OBJECT", "COMPOSITE"]
+FULL_OBJECT: MultipartChecksum = "FULL_OBJECT"
+COMPOSITE: MultipartChecksum = "COMPOSITE"
+MULTIPART_CHECKSUMS: tuple[MultipartChecksum, ...] = (FULL_OBJECT, COMPOSITE)
 
 _READ_CHUNK = 1 * MiB
 _HASH_CHUNK = 4 * MiB
@@ -62,6 +68,18 @@ class TransferConfig:
     #: Server-side copies above this size use multipart copy (S3's CopyObject limit: 5 GiB).
     copy_threshold: int = MAX_SINGLE_COPY
     copy_part_size: int = 512 * MiB
+    #: What S3 verifies on a multipart upload besides each part's CRC32: the whole object's
+    #: CRC32 ("FULL_OBJECT", the default) or nothing more ("COMPOSITE", a checksum of the
+    #: part checksums; for S3-compatible stores that reject FULL_OBJECT, e.g. minio/minio
+    #: #20944, adobe/S3Mock #2843). Readers verify the SHA-256 either way.
+    multipart_checksum: MultipartChecksum = FULL_OBJECT
+
+    def __post_init__(self) -> None:
+        if self.multipart_checksum not in MULTIPART_CHECKSUMS:
+            raise InvalidInput(
+                f"TransferConfig.multipart_checksum is {self.multipart_checksum!r}; "
+                f"use one of {', '.join(MULTIPART_CHECKSUMS)}"
+            )
 
     def part_size_for(self, size: int) -> int:
         """The configured part size, grown when needed to stay within 10,000 parts."""
@@ -275,7 +293,7 @@ def put_multipart(
             confirmed = listed
     if not progress.upload_id:
         created = s3.create_multipart_upload(
-            ChecksumAlgorithm="CRC32", ChecksumType="FULL_OBJECT", **spec.args()
+            ChecksumAlgorithm="CRC32", ChecksumType=config.multipart_checksum, **spec.args()
         )
         progress.upload_id = created["UploadId"]
         on_progress(progress)
@@ -379,15 +397,17 @@ def put_multipart(
     if full_crc32 is None:
         full_crc32 = base64.b64encode(running_crc.to_bytes(4, "big")).decode("ascii")
     parts = [finished[n] for n in sorted(finished)]
+    whole: dict[str, str] = {}
+    if config.multipart_checksum == FULL_OBJECT:
+        whole = {"ChecksumCRC32": full_crc32, "ChecksumType": FULL_OBJECT}
     try:
         s3.complete_multipart_upload(
             Bucket=spec.bucket,
             Key=spec.key,
             UploadId=progress.upload_id,
             MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
-            ChecksumCRC32=full_crc32,
-            ChecksumType="FULL_OBJECT",
             IfNoneMatch="*",
+            **whole,  # type: ignore[arg-type]
         )
     except ClientError as err:
         if is_precondition_failed(err):

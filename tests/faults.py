@@ -19,13 +19,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 
 def client_error(code: str, status: int = 500, operation: str = "Call") -> ClientError:
-    return ClientError(
-        {
-            "Error": {"Code": code, "Message": f"injected {code}"},
-            "ResponseMetadata": {"HTTPStatusCode": status},
-        },
-        operation,
-    )
+    response: Any = {
+        "Error": {"Code": code, "Message": f"injected {code}"},
+        "ResponseMetadata": {"HTTPStatusCode": status},
+    }
+    return ClientError(response, operation)
 
 
 def connection_error() -> Exception:

@@ -21,7 +21,7 @@ import os
 import re
 import urllib.request
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
@@ -540,6 +540,7 @@ async def test_wrong_credentials_are_access_denied(
         la = LargeAttrClient(temporal, task_queue=auth_stack.bad_queue, aws=auth_stack.good)
     else:
         la = LargeAttrClient(temporal, task_queue=auth_stack.good_queue, aws=config)
+    call: Coroutine[Any, Any, object]
     if case.startswith("client-read"):
         call = la.get(table, "existing")
     elif case == "client-upload-unknown-key":

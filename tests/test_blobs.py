@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import io
 import urllib.request
@@ -21,10 +22,12 @@ from largeattr import (
     LargeAttrClient,
     LargeAttrTable,
     S3Options,
+    SagaOptions,
     SourceUnavailable,
 )
+from largeattr.config import AwsConfig
 from largeattr.messages import BlobInput, CreateItemInput
-from largeattr.transfer import MiB
+from largeattr.transfer import MiB, TransferConfig
 from tests.conftest import no_change, object_keys, open_uploads
 from tests.faults import Faults, client_error
 from workflows import CreateItemWorkflow
@@ -32,9 +35,9 @@ from workflows import CreateItemWorkflow
 
 def pattern(size: int, seed: int = 0) -> bytes:
     """Non-repeating-looking bytes (a repeating block would hide part-order bugs)."""
-    blocks = []
+    blocks: list[bytes] = []
     counter = 0
-    while sum(map(len, blocks)) < size:
+    while sum(len(block) for block in blocks) < size:
         blocks.append(hashlib.sha256(f"{seed}:{counter}".encode()).digest() * 128)
         counter += 1
     return b"".join(blocks)[:size]
@@ -96,6 +99,43 @@ async def test_multipart_upload_of_bytes_file_and_file_object(
     assert by_attr["image"].meta.content_type == "image/png"  # guessed from the name
     await la.update(table, "doc", blobs={"image": path})  # same bytes by path: no upload
     assert open_uploads(s3, table) == []
+
+
+async def test_composite_multipart_checksum_for_stores_without_full_object(
+    temporal: Client,
+    task_queue: str,
+    aws: AwsConfig,
+    test_transfer: TransferConfig,
+    table: LargeAttrTable,
+    s3: Any,
+) -> None:
+    composite = dataclasses.replace(test_transfer, multipart_checksum="COMPOSITE")
+    data = pattern(13 * MiB, 9)
+    async with LargeAttrClient(temporal, task_queue=task_queue, aws=aws, transfer=composite) as la:
+        client_side = Faults().attach(la.storage.s3)
+        result = await la.create(table, "doc", blobs={"html": data})
+        assert await read(la, table, "doc", "html") == data
+        key = result.blobs[0].key
+        head = s3.head_object(Bucket=table.bucket, Key=key, ChecksumMode="ENABLED")
+        assert head["ChecksumType"] == "COMPOSITE"  # only the parts' CRC32s were checked
+        assert head["ContentLength"] == 13 * MiB
+        assert client_side.calls["s3.UploadPart"] == 3
+        # Without a whole-object CRC, an object already under the key is recognised by its
+        # size (the key names its SHA-256): remove the attribute but keep the object, then
+        # store the same bytes again.
+        keep = SagaOptions(delete_old_objects=False)
+        await la.update(table, "doc", blobs={"html": None}, options=keep)
+        await la.update(table, "doc", blobs={"html": data})
+        assert client_side.calls["s3.UploadPart"] == 3
+        assert client_side.calls["s3.HeadObject"] >= 1
+        assert await read(la, table, "doc", "html") == data
+    assert open_uploads(s3, table) == []
+    assert object_keys(s3, table) == {key}
+
+
+def test_unknown_multipart_checksum_is_refused() -> None:
+    with pytest.raises(InvalidInput, match="FULL_OBJECT, COMPOSITE"):
+        TransferConfig(multipart_checksum="MD5")  # type: ignore[arg-type]
 
 
 async def test_stream_of_unknown_length_is_staged_then_copied(

@@ -493,7 +493,7 @@ async def test_two_sagas_under_different_workflow_ids_do_not_dangle(
         )
 
     faults.slow("DeleteObjects", 3.0, times=1)
-    outcomes = []
+    outcomes: list[object] = []
     try:
         one = await temporal.start_workflow(
             UpdateItemWorkflow.run,
@@ -512,7 +512,9 @@ async def test_two_sagas_under_different_workflow_ids_do_not_dangle(
             id=f"{table.workflow_id('doc')}/another-id",
             task_queue=task_queue,
         )
-        outcomes = await asyncio.gather(la.result(one), la.result(two), return_exceptions=True)
+        outcomes = list(
+            await asyncio.gather(la.result(one), la.result(two), return_exceptions=True)
+        )
     except Exception as err:  # a refusal to start is an acceptable outcome
         outcomes.append(err)
     item = await la.get(table, "doc")

@@ -199,7 +199,7 @@ def test_attributes_are_checked() -> None:
 
 def test_every_lookalike_pair_of_short_keys_is_distinct() -> None:
     alphabet = ["a", "/", "=", "%", "2F", "sk"]
-    made = {}
+    made: dict[str, str] = {}
     for parts in itertools.product(alphabet, repeat=3):
         text = "".join(parts)
         key = keys.object_key(spec(), {"pk": {"S": text}}, "html", SHA)
