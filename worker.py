@@ -25,9 +25,11 @@ from temporalio.worker import Worker
 
 from activities import SagaActivities
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
+from largeattr.errors import InvalidInput
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import FULL_OBJECT, MULTIPART_CHECKSUMS, MiB, TransferConfig
 from workflows import ALL_WORKFLOWS
+from workflows.steps import PIVOT_CALL
 
 log = logging.getLogger("largeattr.worker")
 
@@ -47,7 +49,15 @@ def build_worker(
     """A worker for the sagas; its activities use boto3 clients built from ``aws``, unless
     ready-made ``activities`` are given (tests pass ones whose clients inject faults)."""
     if activities is None:
-        s3, dynamodb = (aws or AwsConfig.from_env()).clients()
+        aws = aws or AwsConfig.from_env()
+        bound = aws.dynamodb_call_bound()
+        if bound >= PIVOT_CALL.total_seconds():
+            raise InvalidInput(
+                f"a DynamoDB call may last {bound:.0f} s with these AwsConfig timeouts and "
+                f"attempts, longer than a pivot attempt ({PIVOT_CALL.total_seconds():.0f} s); "
+                "lower dynamodb_connect_timeout, dynamodb_read_timeout or dynamodb_max_attempts"
+            )
+        s3, dynamodb = aws.clients()
         activities = SagaActivities(s3, dynamodb, transfer, SourceRegistry(allow_files))
     executor = ThreadPoolExecutor(
         max_workers=max_concurrent_activities, thread_name_prefix="largeattr-activity"

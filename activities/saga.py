@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.heartbeat import Beating
 from largeattr.errors import LargeAttrError, SourceUnavailable
 from largeattr.messages import (
     CleanItemInput,
@@ -60,21 +61,24 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _heartbeat(progress: UploadProgress) -> None:
-    activity.heartbeat(
-        {
-            "upload_id": progress.upload_id,
-            "parts_done": progress.parts_done,
-            "bytes_done": progress.bytes_done,
-        }
-    )
+def _progress(progress: UploadProgress) -> dict[str, Any]:
+    """An upload's heartbeat details: where a retried attempt resumes."""
+    return {
+        "upload_id": progress.upload_id,
+        "part_size": progress.part_size,
+        "parts_done": progress.parts_done,
+        "bytes_done": progress.bytes_done,
+    }
 
 
 def _resumed_progress() -> UploadProgress:
     """Resume state left by an earlier attempt of this activity (its last heartbeat)."""
     details = activity.info().heartbeat_details
     if details and isinstance(details[0], dict) and details[0].get("upload_id"):
-        progress = UploadProgress(upload_id=str(details[0]["upload_id"]))
+        progress = UploadProgress(
+            upload_id=str(details[0]["upload_id"]),
+            part_size=int(details[0].get("part_size") or 0),
+        )
         activity.logger.info(
             "resuming multipart upload %s (%s parts confirmed before the retry)",
             progress.upload_id,
@@ -115,8 +119,8 @@ class SagaActivities:
             return digest_bytes(blob.inline_bytes())
         if blob.source is None:
             raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
-        with self.sources.open(blob.source) as reader:
-            return digest_reader(reader, progress=lambda done: activity.heartbeat(done))
+        with self.sources.open(blob.source) as reader, Beating() as beat:
+            return digest_reader(reader, progress=beat)
 
     @activity.defn(name="largeattr.upload_blob")
     @_user_errors
@@ -144,7 +148,7 @@ class SagaActivities:
             raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
         source = blob.source
         progress = _resumed_progress()
-        with self.sources.random_access(source) as read_part:
+        with self.sources.random_access(source) as read_part, Beating() as beat:
             stored = self.storage.store(
                 put,
                 blob,
@@ -152,7 +156,7 @@ class SagaActivities:
                 lambda: self.sources.open(source),
                 args.saga_id,
                 progress=progress,
-                on_progress=_heartbeat,
+                on_progress=lambda done: beat(_progress(done)),
                 read_part=read_part,
             )
         self.parts_sent.setdefault(args.object_key, []).extend(progress.part_numbers_sent)
@@ -173,8 +177,10 @@ class SagaActivities:
         put = self.storage.put_spec(
             args.table, args.item_key, blob, args.staging_key, "", args.saga_id, args.updated_at
         )
-        with self.sources.open(blob.source) as reader:
-            return self.storage.stage(put, reader, UploadProgress(), _heartbeat)
+        with self.sources.open(blob.source) as reader, Beating() as beat:
+            return self.storage.stage(
+                put, reader, UploadProgress(), lambda done: beat(_progress(done))
+            )
 
     @activity.defn(name="largeattr.promote_blob")
     @_user_errors
@@ -189,7 +195,10 @@ class SagaActivities:
             args.saga_id,
             args.updated_at,
         )
-        return self.storage.promote(args.staging_key, put, args.blob, args.prepared, args.saga_id)
+        with Beating():  # a server-side copy of many GiB reports nothing until it ends
+            return self.storage.promote(
+                args.staging_key, put, args.blob, args.prepared, args.saga_id
+            )
 
     # ------------------------------------------------------------ the pivots
 

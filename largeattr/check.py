@@ -26,6 +26,7 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from largeattr import dynamo, keys
+from largeattr.errors import InvalidInput
 from largeattr.messages import ItemKey, TableSpec
 from largeattr.storage import Storage, is_not_found
 
@@ -141,7 +142,11 @@ def check_storage(
         name = keys.item_path(spec, dynamo.key_of(spec, dynamo.item_from_low_level(raw)))
         for attribute, uri in state.refs.items():
             report.references += 1
-            bucket, key = keys.parse_s3_uri(uri)
+            try:
+                bucket, key = keys.parse_s3_uri(uri)
+            except InvalidInput:
+                report.dangling.append(Dangling(name, attribute, uri, "not an s3://bucket/key URI"))
+                continue
             if bucket == spec.bucket:
                 referenced.add(key)
             meta = state.meta.get(attribute)
@@ -166,10 +171,11 @@ def check_storage(
             age = (now - obj["LastModified"]).total_seconds()
             kind = "staged" if obj["Key"].startswith(staging) else "object"
             report.orphans.append(Orphan(obj["Key"], int(obj["Size"]), age, kind))
-    uploads = storage.s3.list_multipart_uploads(Bucket=spec.bucket, Prefix=f"{spec.prefix}/")
-    for upload in uploads.get("Uploads", []):
-        age = (now - upload["Initiated"]).total_seconds()
-        report.orphans.append(Orphan(upload["Key"], 0, age, "upload"))
+    uploads = storage.s3.get_paginator("list_multipart_uploads")
+    for upload_page in uploads.paginate(Bucket=spec.bucket, Prefix=f"{spec.prefix}/"):
+        for upload in upload_page.get("Uploads", []):
+            age = (now - upload["Initiated"]).total_seconds()
+            report.orphans.append(Orphan(upload["Key"], 0, age, "upload"))
     return report
 
 

@@ -6,16 +6,19 @@ import argparse
 import asyncio
 import base64
 import logging
+import re
 import sys
 from collections.abc import Sequence
-from decimal import Decimal
 from typing import Any
 
+from botocore.exceptions import BotoCoreError, ClientError
+
+from largeattr import keys
 from largeattr.config import AwsConfig, exit_now
-from largeattr.errors import InvalidInput, LargeAttrError
+from largeattr.errors import InvalidInput, InvalidKey, ItemNotFound, LargeAttrError
 from largeattr.messages import TableSpec
 from largeattr.read import Reader
-from largeattr.storage import Storage
+from largeattr.storage import Storage, reraise
 
 
 def _aws_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,32 +87,71 @@ def cmd_setup(args: argparse.Namespace) -> int:
     from largeattr.setup import setup
 
     table = _table(args)
-    aws = _aws(args)
-    s3, dynamodb = aws.clients()
-    done = setup(s3, dynamodb, table, aws.region_name, args.partition_key_type, args.sort_key_type)
+    s3, dynamodb = _aws(args).clients()
+    # The client's region includes the profile's: the bucket must be created where it signs.
+    region = s3.meta.region_name
+    done = setup(s3, dynamodb, table, region, args.partition_key_type, args.sort_key_type)
     for name, value in done.items():
         print(f"{name}: {value}")
     return 0
 
 
-def _key_value(text: str, kind: str) -> dict[str, Any]:
-    if kind == "N":
-        return {"N": str(Decimal(text))}
-    if kind == "B":
-        return {"B": base64.b64encode(bytes.fromhex(text)).decode()}
-    return {"S": text}
+def _byte_range(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"([0-9]+)-([0-9]+)", text.strip())
+    if not match or int(match[1]) > int(match[2]):
+        raise InvalidInput(
+            f"--range {text!r}: give FIRST-LAST, two byte offsets with FIRST <= LAST "
+            "(both inclusive), e.g. --range 0-99"
+        )
+    return int(match[1]), int(match[2])
+
+
+def _key_parts(parts: Sequence[str]) -> dict[str, str]:
+    given: dict[str, str] = {}
+    for part in parts:
+        name, equals, text = part.partition("=")
+        if not equals or not name:
+            raise InvalidInput(f"--key {part!r}: give NAME=VALUE, e.g. --key pk=id-1")
+        if name in given:
+            raise InvalidInput(f"--key {name} is given twice")
+        given[name] = text
+    return given
+
+
+def _key_value(name: str, text: str, kind: str) -> dict[str, Any]:
+    try:
+        if kind == "N":
+            value = {"N": keys.canonical_number(text)}
+        elif kind == "B":
+            value = {"B": base64.b64encode(bytes.fromhex(text)).decode()}
+        else:
+            value = {"S": text}
+        keys.key_value_text(value)  # refuses what DynamoDB would (an empty value...)
+    except ValueError as err:  # InvalidKey is a ValueError too
+        hint = " (the table stores it as bytes: give them in hex)" if kind == "B" else ""
+        raise InvalidKey(f"--key {name}={text}: {err}{hint}") from None
+    return value
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    byte_range = _byte_range(args.range) if args.range else None
+    given = _key_parts(args.key)
     s3, dynamodb = _aws(args).clients()
-    described = dynamodb.describe_table(TableName=args.table)["Table"]
+    try:
+        described = dynamodb.describe_table(TableName=args.table)["Table"]
+    except (ClientError, BotoCoreError) as err:
+        reraise(err, table=args.table)
     types = {d["AttributeName"]: d["AttributeType"] for d in described["AttributeDefinitions"]}
     schema = {k["KeyType"]: k["AttributeName"] for k in described["KeySchema"]}
-    given = dict(part.split("=", 1) for part in args.key)
-    missing = [name for name in schema.values() if name not in given]
-    if missing:
-        raise InvalidInput(f"give --key {missing[0]}=VALUE (the table's key is {schema})")
-    key = {name: _key_value(given[name], types[name]) for name in schema.values()}
+    names = list(schema.values())
+    usage = " ".join(f"--key {name}=VALUE" for name in names)
+    for name in given:
+        if name not in names:
+            raise InvalidInput(f"--key {name}: {args.table} has no key {name!r}; give {usage}")
+    for name in names:
+        if name not in given:
+            raise InvalidInput(f"--key {name}=VALUE is missing; {args.table} needs {usage}")
+    key = {name: _key_value(name, given[name], types[name]) for name in names}
     spec = TableSpec(
         table_name=args.table,
         partition_key=schema["HASH"],
@@ -121,15 +163,11 @@ def cmd_get(args: argparse.Namespace) -> int:
     reader = Reader(Storage(s3, dynamodb))
     item = reader.get(spec, key)
     if item is None:
-        raise InvalidInput(f"no item {given} in {args.table}")
+        raise ItemNotFound(f"no item {keys.item_path(spec, key)} in table {args.table}")
     ref = item.blob(args.attr)
-    if args.presign:
+    if args.presign is not None:
         print(reader.presigned_url(ref, args.presign))
         return 0
-    byte_range = None
-    if args.range:
-        first, _, last = args.range.partition("-")
-        byte_range = (int(first), int(last))
     if args.output and byte_range is None:
         size = reader.download(ref, args.output)
         print(f"{ref.uri}: {size:,} bytes -> {args.output} (sha256 verified)", file=sys.stderr)

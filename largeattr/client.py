@@ -90,7 +90,8 @@ def user_error(err: BaseException) -> BaseException:
     if isinstance(cause, ApplicationError):
         cls = error_class(cause.type)
         if cls is not None:
-            return cls(cause.message)
+            details = cause.details[0] if cause.details else None
+            return cls(cause.message, **(details if isinstance(details, dict) else {}))
         return SagaFailed(f"{cause.type}: {cause.message}")
     if isinstance(cause, CancelledError | TerminatedError | TimeoutError):
         return SagaFailed(f"the saga did not finish: {cause}")

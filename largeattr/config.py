@@ -18,11 +18,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import boto3
 from botocore.config import Config
 
+from largeattr.errors import InvalidInput
+
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
 
 DEFAULT_TASK_QUEUE = "largeattr"
+#: The region given to an emulator endpoint when none is configured (emulators ignore it).
+EMULATOR_DEFAULT_REGION = "us-east-1"
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,12 @@ class AwsConfig:
     #: S3 reads wait for whole parts; DynamoDB answers in milliseconds or not at all.
     read_timeout: float = 60.0
     dynamodb_read_timeout: float = 5.0
+    dynamodb_connect_timeout: float = 2.0
     max_attempts: int = 4
+    #: DynamoDB: attempts in all (botocore's ``total_max_attempts``). Few, because the
+    #: sagas retry too and a pivot's call must end within its attempt (see
+    #: ``dynamodb_call_bound``).
+    dynamodb_max_attempts: int = 2
 
     @staticmethod
     def from_env(**overrides: Any) -> AwsConfig:
@@ -52,10 +61,23 @@ class AwsConfig:
         return AwsConfig(**values)
 
     def session(self) -> boto3.session.Session:
+        """A boto3 session; the region is ours, else the profile's, else an error for AWS."""
+        session = self._session(self.region_name)
+        if session.region_name:
+            return session
+        if not self.endpoint_url:
+            raise InvalidInput(
+                "no AWS region is set; pass --region or set AWS_REGION "
+                "(or give the AWS profile a region: aws configure)"
+            )
+        # Emulators ignore the region, but botocore cannot sign a request without one.
+        return self._session(EMULATOR_DEFAULT_REGION)
+
+    def _session(self, region_name: str | None) -> boto3.session.Session:
         return boto3.session.Session(
             aws_access_key_id=self.aws_access_key_id,
             aws_secret_access_key=self.aws_secret_access_key,
-            region_name=self.region_name,
+            region_name=region_name,
             profile_name=self.profile_name,
         )
 
@@ -79,6 +101,15 @@ class AwsConfig:
             **extra,
         )
 
+    def dynamodb_call_bound(self) -> float:
+        """The longest one DynamoDB call can last, retries included: every attempt connects
+        and waits for its answer; botocore's standard mode sleeps at most min(2^(n-1), 20) s
+        before retry n, or 5 s more when the service sends x-amz-retry-after
+        (botocore/retries/standard.py, ExponentialBackoff.delay_amount)."""
+        attempts = self.dynamodb_max_attempts
+        sleeps = sum(min(2.0 ** (n - 1), 20.0) + 5.0 for n in range(1, attempts))
+        return attempts * (self.dynamodb_connect_timeout + self.dynamodb_read_timeout) + sleeps
+
     def clients(self) -> tuple[S3Client, DynamoDBClient]:
         session = self.session()
         s3 = session.client(
@@ -87,7 +118,15 @@ class AwsConfig:
         dynamodb = session.client(
             "dynamodb",
             endpoint_url=self.endpoint_url,
-            config=self.botocore_config(self.dynamodb_read_timeout),
+            config=self.botocore_config(self.dynamodb_read_timeout).merge(
+                Config(
+                    connect_timeout=self.dynamodb_connect_timeout,
+                    retries={
+                        "mode": "standard",
+                        "total_max_attempts": self.dynamodb_max_attempts,
+                    },
+                )
+            ),
         )
         return s3, dynamodb
 

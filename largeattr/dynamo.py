@@ -184,10 +184,11 @@ def item_state(spec: TableSpec, item: Mapping[str, Any] | None) -> ItemState:
     """What the saga needs to know of an item (low-level or wire form)."""
     if not item:
         return ItemState(exists=False)
+    # An empty string is no blob (pynamodb_mate can write one): nothing to read or delete.
     refs = {
         name: item[name]["S"]
         for name in spec.large_attributes
-        if name in item and isinstance(item[name], Mapping) and "S" in item[name]
+        if name in item and isinstance(item[name], Mapping) and item[name].get("S")
     }
     meta: dict[str, BlobMeta] = {}
     raw_meta = item.get(META_ATTRIBUTE, {}).get("M", {})

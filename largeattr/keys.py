@@ -130,6 +130,17 @@ def validate_template(spec: TableSpec) -> str:
             f"key template {template!r}: the first segment after '{{prefix}}/' must start "
             f"with literal text (like 'pk='), so no value can reach '{STAGING_SEGMENT}/'"
         )
+    first_segment, slash, _ = first_literal[1:].partition("/")
+    if slash:  # the first segment is literal text only
+        reaches_staging = first_segment == STAGING_SEGMENT
+    else:  # a value follows the text and could complete it (hex values cannot: no '_')
+        reaches_staging = bool(first_segment) and STAGING_SEGMENT.startswith(first_segment)
+    if reaches_staging:
+        raise InvalidInput(
+            f"key template {template!r} could put objects under '{{prefix}}/{STAGING_SEGMENT}/', "
+            "where staged uploads live and the lifecycle rule of `largeattr setup` expires "
+            "every object after a day; start the first segment with other text (like 'pk=')"
+        )
     return template
 
 
@@ -158,6 +169,40 @@ def object_key(spec: TableSpec, item_key: ItemKey, attribute: str, sha256: str) 
             "(characters outside A-Z a-z 0-9 - _ . ~ take 3 bytes per UTF-8 byte)"
         )
     return key
+
+
+def item_keys_in(spec: TableSpec, object_key: str) -> list[ItemKey]:
+    """The item keys that give ``object_key`` under the default template: one for each key
+    type (S, N, B) that escapes back to the same text. Custom templates: none."""
+    default = DEFAULT_TEMPLATE_WITH_SORT_KEY if spec.sort_key else DEFAULT_TEMPLATE
+    if validate_template(spec) != default:
+        return []
+    pattern = re.escape(f"{spec.prefix}/") + r"pk=([^/=]+)/"
+    pattern += r"sk=([^/=]+)/" if spec.sort_key else ""
+    match = re.fullmatch(pattern + r"attr=[^/=]+/sha256=[0-9a-f]{64}", object_key)
+    if not match:
+        return []
+    names = [spec.partition_key, *([spec.sort_key] if spec.sort_key else [])]
+    choices = [_key_values_of(text) for text in match.groups()]
+    return [dict(zip(names, values, strict=True)) for values in itertools.product(*choices)]
+
+
+def _key_values_of(text: str) -> list[AttributeValue]:
+    """The inverse of ``key_value_text``: every typed value that escapes to ``text``."""
+    candidates: list[AttributeValue] = [{"S": unescape(text)}, {"N": text}]
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        candidates.append({"B": base64.b64encode(raw).decode("ascii")})
+    except ValueError:
+        pass
+    out = []
+    for value in candidates:
+        try:
+            if key_value_text(value) == text:
+                out.append(value)
+        except ValueError:  # InvalidKey too: not a value of this type
+            continue
+    return out
 
 
 def staging_key(spec: TableSpec, saga_id: str, attribute: str) -> str:

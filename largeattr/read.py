@@ -15,10 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from botocore.exceptions import ClientError
+
 from largeattr import dynamo, keys
 from largeattr.errors import InvalidInput, UnknownAttribute
 from largeattr.messages import BlobMeta, ItemKey, TableSpec
-from largeattr.storage import Storage, reraise
+from largeattr.storage import Storage, error_code, reraise
 from largeattr.transfer import iter_object
 
 if TYPE_CHECKING:
@@ -113,10 +115,24 @@ class Reader:
         """
         if byte_range is not None and (byte_range[0] < 0 or byte_range[1] < byte_range[0]):
             raise InvalidInput(f"byte range {byte_range} must be (first, last) with first <= last")
+        if byte_range is not None and ref.size is not None and byte_range[0] >= ref.size:
+            raise self._past_the_end(ref, byte_range)
         try:
             yield from iter_object(self.s3, ref.bucket, ref.key, ref.sha256, chunk_size, byte_range)
+        except ClientError as err:
+            if byte_range is not None and error_code(err) == "InvalidRange":
+                raise self._past_the_end(ref, byte_range) from None
+            reraise(err, bucket=ref.bucket)
         except Exception as err:
             reraise(err, bucket=ref.bucket)
+
+    @staticmethod
+    def _past_the_end(ref: BlobRef, byte_range: tuple[int, int]) -> InvalidInput:
+        size = f"{ref.size:,} bytes" if ref.size is not None else "it is shorter"
+        return InvalidInput(
+            f"byte range {byte_range[0]}-{byte_range[1]} starts past the end of {ref.uri} "
+            f"({size}); the first byte must be below the object's size"
+        )
 
     def read_bytes(self, ref: BlobRef) -> bytes:
         return b"".join(self.iter_chunks(ref))

@@ -63,7 +63,8 @@ def ensure_table(
 
 
 def ensure_bucket(s3: S3Client, bucket: str, region: str | None = None) -> bool:
-    """Create the bucket unless it exists. True if created."""
+    """Create the bucket unless it exists, in ``region`` or else the client's. True if created."""
+    region = region or s3.meta.region_name
     try:
         s3.head_bucket(Bucket=bucket)
         return False

@@ -15,6 +15,7 @@ not durable: a crash between them leaves an orphan for the reconcile pass.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import uuid
 from collections.abc import Mapping
@@ -38,6 +39,8 @@ class PutBlobs:
     key: dict[str, Any]
     blobs: tuple[StoredBlob, ...]
     saga_id: str
+    #: Large attributes the write removes (given as None to ``put_blobs``).
+    removed: tuple[str, ...] = ()
 
     def attributes(self) -> dict[str, Any]:
         """Item attributes (plain Python values) for a put: each URI and ``la_meta``."""
@@ -50,10 +53,12 @@ class PutBlobs:
     def update_expression(
         self, old_item: Mapping[str, Any] | None = None
     ) -> tuple[str, dict[str, str], dict[str, Any]]:
-        """(UpdateExpression, names, values) setting the new URIs and their ``la_meta``.
+        """(UpdateExpression, names, values) setting the new URIs and their ``la_meta``,
+        and removing the large attributes given as None.
 
         Values are plain Python (boto3 resource style). Pass the item as read before the
-        update so that ``la_meta`` entries of attributes left alone are kept."""
+        update so that ``la_meta`` entries of attributes left alone are kept. Add your own
+        condition (e.g. on the version attribute) when you send it."""
         names: dict[str, str] = {"#meta": dynamo.META_ATTRIBUTE}
         values: dict[str, Any] = {}
         sets = []
@@ -61,11 +66,20 @@ class PutBlobs:
             names[f"#a{index}"] = blob.attribute
             values[f":a{index}"] = blob.uri
             sets.append(f"#a{index} = :a{index}")
+        removes = []
+        for index, name in enumerate(self.removed):
+            names[f"#r{index}"] = name
+            removes.append(f"#r{index}")
         meta = dict((old_item or {}).get(dynamo.META_ATTRIBUTE) or {})
+        for name in self.removed:
+            meta.pop(name, None)
         meta.update(self.attributes()[dynamo.META_ATTRIBUTE])
         values[":meta"] = meta
         sets.append("#meta = :meta")
-        return "SET " + ", ".join(sets), names, values
+        expression = "SET " + ", ".join(sets)
+        if removes:
+            expression += " REMOVE " + ", ".join(removes)
+        return expression, names, values
 
     def clean_up_after_failure(self) -> CleanupResult:
         """The DynamoDB write failed: delete the objects this call wrote that the item, as
@@ -92,7 +106,9 @@ class PutBlobs:
         stale = [
             keys.parse_s3_uri(uri)[1]
             for name, uri in old.items()
-            if name in new and uri != new[name] and keys.owned_by(spec, uri)
+            if (name in self.removed or (name in new and uri != new[name]))
+            and uri
+            and keys.owned_by(spec, uri)
         ]
         return self.steps.storage.delete_objects(spec.bucket, stale)
 
@@ -105,19 +121,26 @@ class StepByStep:
     def put_blobs(
         self,
         key: KeyInput,
-        blobs: Mapping[str, bytes | Path],
+        blobs: Mapping[str, bytes | Path | None],
         *,
         content_types: Mapping[str, str] | None = None,
         saga_id: str | None = None,
-        updated_at: str = "",
+        updated_at: str | None = None,
     ) -> PutBlobs:
         """Upload blobs to their content-addressed keys (identical content is not sent
-        again). ``saga_id`` marks the objects as this call's, for clean-up."""
+        again); None marks a large attribute to remove. ``saga_id`` marks the objects as
+        this call's, for clean-up; ``updated_at`` (default: now, UTC) goes in their
+        metadata."""
         item_key = self.table.key(key)
         self.table.check_blob_names(list(blobs))
         saga_id = saga_id or f"manual-{uuid.uuid4()}"
+        updated_at = updated_at or dt.datetime.now(dt.UTC).isoformat()
         stored = []
+        removed = []
         for name, data in blobs.items():
+            if data is None:
+                removed.append(name)
+                continue
             if isinstance(data, bytes):
                 opener: Any = lambda data=data: io.BytesIO(data)  # noqa: E731
             elif isinstance(data, Path):
@@ -135,4 +158,4 @@ class StepByStep:
                 self.table.spec, item_key, blob, object_key, prepared.sha256, saga_id, updated_at
             )
             stored.append(self.storage.store(put, blob, prepared, opener, saga_id))
-        return PutBlobs(self, item_key, tuple(stored), saga_id)
+        return PutBlobs(self, item_key, tuple(stored), saga_id, tuple(removed))

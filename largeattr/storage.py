@@ -13,6 +13,7 @@ the activities in ``activities/`` call. Each method is idempotent, so a retried 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -80,6 +81,8 @@ log = logging.getLogger("largeattr")
 #: Room the la_meta entry of one large attribute takes in the item, at most.
 _META_ENTRY_BYTES = 256
 _METADATA_ITEM_LIMIT = 1024
+#: The S3 options a staged stream keeps: encryption is a security setting.
+_STAGING_EXTRA = frozenset({"ServerSideEncryption", "SSEKMSKeyId"})
 
 
 # ---------------------------------------------------------------- AWS error translation
@@ -660,7 +663,14 @@ class Storage:
         progress: UploadProgress,
         on_progress: Callable[[UploadProgress], None],
     ) -> PreparedBlob:
-        """Write a one-pass stream to a staging key, hashing it on the way."""
+        """Write a one-pass stream to a staging key, hashing it on the way.
+
+        The staged copy keeps only the encryption settings: an archive storage class would
+        make the copy to the final key fail, and its tags would count as the blob's; the
+        promote copy applies both."""
+        put = dataclasses.replace(
+            put, extra={k: v for k, v in put.extra.items() if k in _STAGING_EXTRA}
+        )
         digest = Digest()
 
         class _Hashing:
@@ -706,10 +716,13 @@ class Storage:
                     "run the operation again"
                 )
             else:
-                copy_object(self.s3, staging_key, put, prepared.size, self.transfer)
+                written = copy_object(
+                    self.s3, staging_key, put, prepared.size, self.transfer, prepared.crc32
+                )
                 if not self._has_intact(put, prepared):
                     raise RuntimeError(f"the copy to {put.key} does not match; copying again")
-                created = True
+                # Not written: identical bytes arrived meanwhile, from this saga or another.
+                created = written or self._written_by(put, saga_id)
             self._abort_leftover_uploads(put, prepared)
             self.s3.delete_object(Bucket=put.bucket, Key=staging_key)
         except ClientError as err:
@@ -795,6 +808,12 @@ class Storage:
         if args.continuation_token:
             listing["ContinuationToken"] = args.continuation_token
         staging = f"{spec.prefix}/{keys.STAGING_SEGMENT}/"
+        table = keys.escape(spec.table_name)
+
+        def hashed_as(item_key: ItemKey) -> str | None:
+            """The la-item-sha256 of this item's objects (None: its key fits in la-item)."""
+            return object_metadata(spec, item_key, "", "", "", "").get("la-item-sha256")
+
         try:
             page = self.s3.list_objects_v2(**listing)
             groups: dict[str, tuple[ItemKey, list[str]]] = {}
@@ -806,13 +825,27 @@ class Storage:
                 if args.staged_only and not obj["Key"].startswith(staging):
                     continue
                 head = self._head(spec.bucket, obj["Key"])
-                raw_item = (head or {}).get("Metadata", {}).get("la-item")
                 if head is None:
                     continue
-                if raw_item is None:
+                metadata = head.get("Metadata", {})
+                if metadata.get("la-table", table) != table:
+                    # Another table's, under a prefix nested in ours: never ours to judge.
                     unattributed.append(obj["Key"])
                     continue
-                item_key = json.loads(unquote(raw_item))
+                raw_item = metadata.get("la-item")
+                if raw_item is not None:
+                    item_key = json.loads(unquote(raw_item))
+                else:  # a long item key is only hashed: read it back from the object key
+                    digest = metadata.get("la-item-sha256")
+                    found = [
+                        candidate
+                        for candidate in keys.item_keys_in(spec, obj["Key"])
+                        if digest and hashed_as(candidate) == digest
+                    ]
+                    if len(found) != 1:
+                        unattributed.append(obj["Key"])
+                        continue
+                    item_key = found[0]
                 marker = json.dumps(item_key, sort_keys=True)
                 if marker not in referenced:
                     state = dynamo.item_state(spec, self.get_item(spec, item_key))
@@ -836,13 +869,18 @@ class Storage:
 
     def _abort_stale_uploads(self, spec: TableSpec, args: FindOrphansArgs, now: Any) -> int:
         aborted = 0
-        uploads = self.s3.list_multipart_uploads(Bucket=spec.bucket, Prefix=f"{spec.prefix}/")
-        for upload in uploads.get("Uploads", []):
-            if (now - upload["Initiated"]).total_seconds() >= args.upload_grace_seconds:
-                if not args.dry_run:
-                    abort_quietly(self.s3, spec.bucket, upload["Key"], upload["UploadId"])
-                aborted += 1
-        return aborted
+        listing: dict[str, Any] = {"Bucket": spec.bucket, "Prefix": f"{spec.prefix}/"}
+        while True:
+            page = self.s3.list_multipart_uploads(**listing)
+            for upload in page.get("Uploads", []):
+                if (now - upload["Initiated"]).total_seconds() >= args.upload_grace_seconds:
+                    if not args.dry_run:
+                        abort_quietly(self.s3, spec.bucket, upload["Key"], upload["UploadId"])
+                    aborted += 1
+            if not page.get("IsTruncated"):
+                return aborted
+            listing["KeyMarker"] = page.get("NextKeyMarker", "")
+            listing["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
 
     def delete_unreferenced(
         self, spec: TableSpec, item_key: ItemKey, candidates: Iterable[str]

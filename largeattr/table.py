@@ -56,6 +56,11 @@ class LargeAttrTable:
             raise InvalidInput(f"{self.bucket!r} is not an S3 bucket name (3-63 of a-z 0-9 . -)")
         if not self.prefix:
             raise InvalidInput("give a prefix, so this table's objects have a folder of their own")
+        if keys.STAGING_SEGMENT in self.prefix.split("/"):
+            raise InvalidInput(
+                f"prefix {self.prefix!r} contains '{keys.STAGING_SEGMENT}', where staged uploads "
+                "live and expire after a day (largeattr setup); choose another prefix"
+            )
         if not self.large_attributes:
             raise InvalidInput("declare at least one large attribute")
         names = [self.partition_key, *([self.sort_key] if self.sort_key else [])]
@@ -132,12 +137,7 @@ class LargeAttrTable:
     # ------------------------------------------------------------------ attributes
 
     def check_blob_names(self, names: Sequence[str]) -> None:
-        for name in names:
-            if name not in self.large_attributes:
-                raise UnknownAttribute(
-                    f"{name!r} is not a large attribute of {self.table_name}; declared: "
-                    f"{list(self.large_attributes)}. Pass other attributes as attributes="
-                )
+        check_blob_names(self.spec, names)
 
     def attributes(self, values: Mapping[str, Any] | None, what: str) -> dict[str, AttributeValue]:
         """Validate plain attributes (not keys, not large, not bookkeeping) and convert them."""
@@ -148,16 +148,56 @@ class LargeAttrTable:
         return out
 
     def check_plain_name(self, name: str, what: str) -> None:
-        if not isinstance(name, str) or not name:
-            raise InvalidInput(f"{what}: attribute names must be non-empty strings")
-        if name in (self.partition_key, self.sort_key):
-            raise InvalidInput(f"{what}: {name!r} is a key attribute and cannot be changed")
-        if name in self.large_attributes:
-            raise InvalidInput(
-                f"{what}: {name!r} is a large attribute; pass it in blobs= so it goes to S3"
+        check_plain_name(self.spec, name, what)
+
+
+# ---------------------------------------------------------------- checks on the wire form
+# The client runs these on what users pass; the sagas run them again on their input, since
+# a saga can also be started with a plain Temporal client.
+
+
+def check_blob_names(spec: TableSpec, names: Sequence[str]) -> None:
+    for name in names:
+        if name not in spec.large_attributes:
+            raise UnknownAttribute(
+                f"{name!r} is not a large attribute of {spec.table_name}; declared: "
+                f"{list(spec.large_attributes)}. Pass other attributes as attributes="
             )
-        if name in dynamo.bookkeeping_attributes(self.spec):
-            raise InvalidInput(f"{what}: {name!r} is maintained by largeattr itself")
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise InvalidInput(f"large attributes given more than once: {repeated}")
+
+
+def check_plain_name(spec: TableSpec, name: str, what: str) -> None:
+    if not isinstance(name, str) or not name:
+        raise InvalidInput(f"{what}: attribute names must be non-empty strings")
+    if name in (spec.partition_key, spec.sort_key):
+        raise InvalidInput(f"{what}: {name!r} is a key attribute and cannot be changed")
+    if name in spec.large_attributes:
+        raise InvalidInput(
+            f"{what}: {name!r} is a large attribute; pass it in blobs= so it goes to S3"
+        )
+    if name in dynamo.bookkeeping_attributes(spec):
+        raise InvalidInput(f"{what}: {name!r} is maintained by largeattr itself")
+
+
+def check_request(
+    spec: TableSpec,
+    key: ItemKey,
+    blob_names: Sequence[str] = (),
+    plain_names: Mapping[str, Sequence[str]] | None = None,
+) -> None:
+    """A saga's input, checked before anything is read or written: the key has exactly the
+    table's key attributes, blobs are declared large attributes, and plain attributes
+    (by what they are for: "attributes", "update set"...) are neither keys, nor large, nor
+    largeattr's own."""
+    names = [spec.partition_key] + ([spec.sort_key] if spec.sort_key else [])
+    if sorted(key) != sorted(names):
+        raise InvalidKey(f"the key of {spec.table_name} is {names}, not {sorted(key)}")
+    check_blob_names(spec, blob_names)
+    for what, plain in (plain_names or {}).items():
+        for name in plain:
+            check_plain_name(spec, name, what)
 
 
 def _key_value(name: str, value: Any, limit: int) -> AttributeValue:

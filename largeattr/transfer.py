@@ -50,6 +50,9 @@ MULTIPART_CHECKSUMS: tuple[MultipartChecksum, ...] = (FULL_OBJECT, COMPOSITE)
 
 _READ_CHUNK = 1 * MiB
 _HASH_CHUNK = 4 * MiB
+#: Longest wait between progress reports while parts are in flight (the upload
+#: activities' heartbeat timeout is 30 s, and one part on a slow uplink takes longer).
+_PROGRESS_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -58,9 +61,10 @@ class TransferConfig:
 
     #: Blobs up to this size may travel inline through Temporal (history).
     inline_threshold: int = 256 * KiB
-    #: At most this many inline bytes per saga, to stay under Temporal's 512 KiB payload
-    #: warning once base64-encoded; bigger blobs go by reference.
-    inline_total: int = 384 * KiB
+    #: At most this many inline bytes per saga, so that the workflow input stays under
+    #: Temporal's 512 KiB payload warning once base64-encoded (503,288 bytes at the limit,
+    #: key and plain attributes aside); the others go by reference.
+    inline_total: int = 368 * KiB
     #: Uploads above this size use multipart upload.
     multipart_threshold: int = 16 * MiB
     part_size: int = 8 * MiB
@@ -205,6 +209,9 @@ class UploadProgress:
     """Resume state of a multipart upload, as heartbeated by the upload activity."""
 
     upload_id: str = ""
+    #: The part size the upload's parts are cut to: a resumed attempt keeps it, whatever
+    #: its own TransferConfig says (workers may run with different part sizes).
+    part_size: int = 0
     parts_done: int = 0
     bytes_done: int = 0
     #: Parts this process sent (a resumed upload sends only the missing ones).
@@ -283,20 +290,27 @@ def put_multipart(
     sends it instead. Returns True if written, False if the key already held an object
     (the upload is aborted).
     """
-    part_size = config.part_size_for(max(size, 0))
+    part_size = progress.part_size or config.part_size_for(max(size, 0))
     confirmed: dict[int, dict[str, Any]] = {}
     if progress.upload_id:
         listed = _confirmed_parts(s3, spec, progress.upload_id)
         if listed is None:  # the upload was aborted or completed: start over
             progress.upload_id = ""
+        elif not _parts_fit(listed, part_size, size):
+            # Cut to another part size (a heartbeat without one): its parts cannot be placed.
+            abort_quietly(s3, spec.bucket, spec.key, progress.upload_id)
+            progress.upload_id = ""
         else:
             confirmed = listed
     if not progress.upload_id:
+        part_size = config.part_size_for(max(size, 0))
         created = s3.create_multipart_upload(
             ChecksumAlgorithm="CRC32", ChecksumType=config.multipart_checksum, **spec.args()
         )
         progress.upload_id = created["UploadId"]
+        progress.part_size = part_size
         on_progress(progress)
+    progress.part_size = part_size
     progress.parts_done = len(confirmed)
     progress.bytes_done = sum(int(part["Size"]) for part in confirmed.values())
     running_crc = 0
@@ -308,6 +322,7 @@ def put_multipart(
         }
         for number, part in confirmed.items()
     }
+    lengths = {number: int(part["Size"]) for number, part in confirmed.items()}
     lock = threading.Lock()
 
     def send(number: int, body: bytes) -> None:
@@ -327,6 +342,7 @@ def put_multipart(
                 "ETag": response["ETag"],
                 "ChecksumCRC32": crc,
             }
+            lengths[number] = len(body)
             progress.parts_done += 1
             progress.parts_sent += 1
             progress.part_numbers_sent.append(number)
@@ -342,14 +358,18 @@ def put_multipart(
     with ThreadPoolExecutor(max_workers=config.max_concurrency) as pool:
         in_flight: set[Future[None]] = set()
 
-        def submit(fn: Callable[..., None], *args: Any) -> None:
+        def settle() -> None:
+            """Wait for a part to finish, reporting progress at least every few seconds."""
             nonlocal in_flight
+            done, in_flight = wait(in_flight, timeout=_PROGRESS_EVERY, return_when=FIRST_COMPLETED)
+            for future in done:
+                future.result()
+            # Heartbeats belong to the activity's own thread, so report from here.
+            on_progress(progress)
+
+        def submit(fn: Callable[..., None], *args: Any) -> None:
             while len(in_flight) >= config.max_concurrency:
-                done, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
-                for future in done:
-                    future.result()
-                # Heartbeats belong to the activity's own thread, so report from here.
-                on_progress(progress)
+                settle()
             in_flight.add(pool.submit(fn, *args))
 
         number = 0
@@ -384,6 +404,7 @@ def put_multipart(
                     )
                 continue
             body = read_exactly(reader, part_size)
+            on_progress(progress)  # reading a part of a slow stream can take a while
             if not body and number > 1:
                 break
             if full_crc32 is None:
@@ -391,12 +412,22 @@ def put_multipart(
             submit(send, number, body)
             if len(body) < part_size:
                 break
-        for future in in_flight:
-            future.result()
+        while in_flight:
+            settle()
     on_progress(progress)
     if full_crc32 is None:
         full_crc32 = base64.b64encode(running_crc.to_bytes(4, "big")).decode("ascii")
     parts = [finished[n] for n in sorted(finished)]
+    total = sum(lengths.values())
+    if sorted(finished) != list(range(1, len(finished) + 1)) or (size >= 0 and total != size):
+        # Completing would store the wrong bytes under a key that names other content.
+        abort_quietly(s3, spec.bucket, spec.key, progress.upload_id)
+        progress.upload_id = ""
+        raise InvalidInput(
+            f"s3://{spec.bucket}/{spec.key}: the parts hold {total} bytes in parts "
+            f"{_ranges(sorted(finished))}, expected {size} bytes in parts 1-{len(finished)}; "
+            "the source changed while it was stored? The upload was aborted; run it again"
+        )
     whole: dict[str, str] = {}
     if config.multipart_checksum == FULL_OBJECT:
         whole = {"ChecksumCRC32": full_crc32, "ChecksumType": FULL_OBJECT}
@@ -419,6 +450,32 @@ def put_multipart(
             return True
         raise
     return True
+
+
+def _parts_fit(parts: Mapping[int, Mapping[str, Any]], part_size: int, size: int) -> bool:
+    """True if parts S3 confirmed were cut to ``part_size``: all full but the last, which
+    ends the object when it is short (and nothing lies beyond ``size``, when known)."""
+    if not parts:
+        return True
+    last = max(parts)
+    for number, part in parts.items():
+        length = int(part["Size"])
+        if length > part_size or (number != last and length != part_size):
+            return False
+    short = int(parts[last]["Size"]) < part_size
+    end = (last - 1) * part_size + int(parts[last]["Size"])
+    return size < 0 or (end <= size and (end == size or not short))
+
+
+def _ranges(numbers: list[int]) -> str:
+    """Part numbers for a message: [1, 2, 3, 5] -> "1-3, 5"."""
+    spans: list[list[int]] = []
+    for number in numbers:
+        if spans and spans[-1][1] == number - 1:
+            spans[-1][1] = number
+        else:
+            spans.append([number, number])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans) or "none"
 
 
 def _confirmed_parts(
@@ -465,20 +522,41 @@ def abort_uploads(s3: S3Client, bucket: str, key: str) -> int:
 
 
 def copy_object(
-    s3: S3Client, source_key: str, spec: PutSpec, size: int, config: TransferConfig
-) -> None:
-    """Server-side copy into ``spec.key`` with new metadata; multipart above 5 GiB."""
+    s3: S3Client,
+    source_key: str,
+    spec: PutSpec,
+    size: int,
+    config: TransferConfig,
+    full_crc32: str | None = None,
+) -> bool:
+    """Server-side copy into ``spec.key`` with new metadata (and the spec's storage class
+    and tags); multipart above ``copy_threshold``. Never overwrites: True if written, False
+    if the key already held an object (the caller checks what it holds)."""
     source = {"Bucket": spec.bucket, "Key": source_key}
+    args = spec.args()
+    if "Tagging" in args:
+        args["TaggingDirective"] = "REPLACE"  # else S3 copies the source's tags
     if size <= config.copy_threshold:
-        s3.copy_object(
-            CopySource=source,  # type: ignore[arg-type]
-            MetadataDirective="REPLACE",
-            ChecksumAlgorithm="CRC32",
-            **spec.args(),
-        )
-        return
+        try:
+            # If-None-Match on CopyObject: AWS S3 User Guide, "How to prevent object
+            # overwrites with conditional writes" (moto 5.2.5 accepts and ignores it).
+            s3.copy_object(
+                CopySource=source,  # type: ignore[arg-type]
+                MetadataDirective="REPLACE",
+                ChecksumAlgorithm="CRC32",
+                IfNoneMatch="*",
+                **args,
+            )
+        except ClientError as err:
+            if is_precondition_failed(err):
+                return False
+            raise
+        return True
     part_size = max(config.part_size_for(size), config.copy_part_size)
-    upload_id = s3.create_multipart_upload(**spec.args())["UploadId"]
+    args.pop("TaggingDirective", None)  # CreateMultipartUpload takes the tags themselves
+    upload_id = s3.create_multipart_upload(
+        ChecksumAlgorithm="CRC32", ChecksumType=config.multipart_checksum, **args
+    )["UploadId"]
     try:
         parts = []
         for index, start in enumerate(range(0, size, part_size), start=1):
@@ -491,16 +569,33 @@ def copy_object(
                 CopySource=source,  # type: ignore[arg-type]
                 CopySourceRange=f"bytes={start}-{end}",
             )
-            parts.append({"PartNumber": index, "ETag": response["CopyPartResult"]["ETag"]})
+            result = response["CopyPartResult"]
+            part = {"PartNumber": index, "ETag": result["ETag"]}
+            if result.get("ChecksumCRC32"):
+                part["ChecksumCRC32"] = result["ChecksumCRC32"]
+            parts.append(part)
+        whole: dict[str, str] = {}
+        if config.multipart_checksum == FULL_OBJECT and full_crc32:
+            whole = {"ChecksumCRC32": full_crc32, "ChecksumType": FULL_OBJECT}
         s3.complete_multipart_upload(
             Bucket=spec.bucket,
             Key=spec.key,
             UploadId=upload_id,
             MultipartUpload={"Parts": parts},  # type: ignore[typeddict-item]
+            IfNoneMatch="*",
+            **whole,  # type: ignore[arg-type]
         )
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") == "NoSuchUpload":
+            return True  # completed by a call whose response was lost: the caller checks
+        abort_quietly(s3, spec.bucket, spec.key, upload_id)
+        if is_precondition_failed(err):
+            return False
+        raise
     except BaseException:
         abort_quietly(s3, spec.bucket, spec.key, upload_id)
         raise
+    return True
 
 
 # ---------------------------------------------------------------- reading

@@ -27,7 +27,7 @@ from largeattr import (
 )
 from largeattr.config import AwsConfig
 from largeattr.messages import BlobInput, CreateItemInput
-from largeattr.transfer import MiB, TransferConfig
+from largeattr.transfer import MiB, TransferConfig, digest_bytes
 from tests.conftest import no_change, object_keys, open_uploads
 from tests.faults import Faults, client_error
 from workflows import CreateItemWorkflow
@@ -155,6 +155,56 @@ async def test_stream_of_unknown_length_is_staged_then_copied(
     assert object_keys(s3, table) == {stored.key}
     # Above the (test) copy threshold the server-side copy goes part by part.
     assert faults.calls["s3.UploadPartCopy"] == 3
+    # ... and S3 checked the copy's whole-object CRC32, so a later check compares contents.
+    head = s3.head_object(Bucket=table.bucket, Key=stored.key, ChecksumMode="ENABLED")
+    assert head["ChecksumType"] == "FULL_OBJECT"
+    assert head["ChecksumCRC32"] == digest_bytes(data).crc32
+
+
+@pytest.mark.parametrize("storage_class", ["STANDARD_IA", "GLACIER"])
+@pytest.mark.parametrize("size", [300_000, 12 * MiB], ids=["single-copy", "multipart-copy"])
+async def test_s3_options_of_a_stream_apply_to_the_final_object(
+    la: LargeAttrClient,
+    table: LargeAttrTable,
+    s3: Any,
+    faults: Faults,
+    size: int,
+    storage_class: str,
+) -> None:
+    """The staged copy is STANDARD and untagged (S3 cannot copy from an archive class);
+    the copy to the final key applies the blob's options. Encryption applies to both."""
+    data = pattern(size, 10)
+    options = S3Options(
+        storage_class=storage_class, server_side_encryption="AES256", tags=(("team", "docs"),)
+    )
+    staged = Faults().attach(la.storage.s3)
+    writes: list[dict[str, Any]] = []
+    for operation in ("PutObject", "CreateMultipartUpload", "CopyObject"):
+        staged.before(operation, writes.append, times=-1)
+        faults.before(operation, writes.append, times=-1)
+
+    def chunks() -> Iterator[bytes]:
+        yield from (data[start : start + 100_000] for start in range(0, size, 100_000))
+
+    result = await la.create(table, "doc", blobs={"html": Blob(chunks(), s3=options)})
+    key = result.blobs[0].key
+    head = s3.head_object(Bucket=table.bucket, Key=key)
+    assert head["StorageClass"] == storage_class
+    assert head["ServerSideEncryption"] == "AES256"
+    assert head["ContentLength"] == size
+    assert [w.get("Tagging") for w in writes if w["Key"] == key] == ["team=docs"]
+    if storage_class != "GLACIER":  # moto refuses GetObjectTagging on archived objects
+        tags = s3.get_object_tagging(Bucket=table.bucket, Key=key)["TagSet"]
+        assert {t["Key"]: t["Value"] for t in tags} == {"team": "docs"}
+    assert object_keys(s3, table) == {key}  # the staged copy is gone
+    staging = [w for w in writes if "/_staging/" in w["Key"]]
+    assert staging, writes
+    for write in staging:
+        assert write.get("ServerSideEncryption") == "AES256"
+        assert "StorageClass" not in write
+        assert "Tagging" not in write
+    if storage_class != "GLACIER":  # an archived object cannot be read back
+        assert await read(la, table, "doc", "html") == data
 
 
 async def test_async_stream_and_small_stream(

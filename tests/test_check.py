@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
 import pytest
+from botocore.stub import Stubber
 from temporalio.client import Client
 
-from largeattr import LargeAttrClient, LargeAttrTable, Storage
-from largeattr.check import check_drift, check_storage, known_keys
+from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable, Storage, UnknownAttribute
+from largeattr.check import Dangling, check_drift, check_storage, known_keys
 from largeattr.cli import run as cli_run
 
 
@@ -98,3 +100,48 @@ async def test_check_command_exit_code(
     s3.put_object(Bucket=table.bucket, Key=f"{table.prefix}/stray", Body=b"x")
     assert cli_run(argv) == 1
     assert "ORPHAN" in capsys.readouterr().out
+
+
+async def test_empty_or_malformed_large_attributes(
+    la: LargeAttrClient, table: LargeAttrTable, s3: Any, dynamodb: Any
+) -> None:
+    await la.create(table, "fine", blobs={"html": b"fine"})
+    dynamodb.put_item(  # as pynamodb_mate can write them: an empty value, a bare key
+        TableName=table.table_name,
+        Item={"pk": {"S": "odd"}, "html": {"S": ""}, "image": {"S": "just/a/key"}},
+    )
+    item = await la.get(table, "odd")
+    assert item is not None
+    assert set(item.blobs) == {"image"}  # an empty large attribute is no blob
+    with pytest.raises(UnknownAttribute, match="no large attribute 'html'"):
+        item.blob("html")
+    report = check_storage(Storage(s3, dynamodb), table.spec)
+    assert (report.items, report.references) == (2, 2)
+    assert report.dangling == [
+        Dangling("pk=odd", "image", "just/a/key", "not an s3://bucket/key URI")
+    ]
+
+
+def test_check_reads_every_page_of_multipart_uploads(
+    aws: AwsConfig, table: LargeAttrTable, dynamodb: Any
+) -> None:
+    s3, _ = aws.clients()
+    initiated = dt.datetime.now(dt.UTC) - dt.timedelta(hours=2)
+    with Stubber(s3) as stub:
+        stub.add_response("list_objects_v2", {"KeyCount": 0, "IsTruncated": False})
+        for n, more in ((1, True), (2, False)):
+            page: dict[str, Any] = {
+                "IsTruncated": more,
+                "Uploads": [
+                    {"Key": f"{table.prefix}/u{n}", "UploadId": f"id{n}", "Initiated": initiated}
+                ],
+            }
+            if more:
+                page.update(NextKeyMarker=f"{table.prefix}/u{n}", NextUploadIdMarker=f"id{n}")
+            stub.add_response("list_multipart_uploads", page)
+        report = check_storage(Storage(s3, dynamodb), table.spec)
+        stub.assert_no_pending_responses()
+    assert sorted((o.key.rsplit("/", 1)[1], o.kind) for o in report.orphans) == [
+        ("u1", "upload"),
+        ("u2", "upload"),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -95,11 +96,45 @@ def test_lone_surrogate_is_rejected() -> None:
         ("{prefix}/pk={pk}/a={attr}/{sha256}/{owner}", "unknown"),
         ("{prefix}/{pk}/attr={attr}/{sha256}", "literal"),
         ("{prefix}/pk={pk}_{attr}/{sha256}", "separator"),
+        ("{prefix}/_staging/pk={pk}/attr={attr}/sha256={sha256}", "_staging"),
+        ("{prefix}/_stag{pk}/attr={attr}/sha256={sha256}", "_staging"),
     ],
 )
 def test_bad_templates_are_refused(template: str, problem: str) -> None:
-    with pytest.raises(InvalidInput):
+    with pytest.raises(InvalidInput, match=problem):
         keys.validate_template(spec(template=template))
+
+
+def test_template_may_name_a_first_segment_like_staging() -> None:
+    custom = spec(template="{prefix}/_stagingx/pk={pk}/attr={attr}/sha256={sha256}")
+    assert keys.object_key(custom, {"pk": {"S": "a"}}, "html", SHA).startswith("pre/_stagingx/")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        {"pk": {"S": "é" * 150}},
+        {"pk": {"S": "a/sk=b%2F.."}},
+        {"pk": {"S": ".."}},
+        {"pk": {"N": "-12.5"}},
+        {"pk": {"B": "AP8="}},
+        {"pk": {"S": "a"}, "sk": {"N": "3"}},
+        {"pk": {"B": "AAEC"}, "sk": {"S": "🎉/x"}},
+    ],
+)
+def test_item_key_is_read_back_from_a_default_object_key(key: dict[str, Any]) -> None:
+    table = spec("sk" if "sk" in key else None)
+    object_key = keys.object_key(table, key, "html", SHA)
+    candidates = keys.item_keys_in(table, object_key)
+    assert key in candidates
+    assert all(keys.object_key(table, c, "html", SHA) == object_key for c in candidates)
+
+
+def test_item_key_is_not_guessed_from_other_keys() -> None:
+    assert keys.item_keys_in(spec(), "pre/_staging/saga/html") == []
+    assert keys.item_keys_in(spec(), f"other/pk=a/attr=html/sha256={SHA}") == []
+    custom = spec(template="{prefix}/x={pk}/attr={attr}/sha256={sha256}")
+    assert keys.item_keys_in(custom, f"pre/x=a/attr=html/sha256={SHA}") == []
 
 
 def test_custom_template_replaces_the_key_function() -> None:
@@ -155,6 +190,7 @@ def test_table_normalises_prefix() -> None:
         {"bucket": "Bad_Bucket"},
         {"table_name": "x"},
         {"prefix": "/"},
+        {"prefix": "docs/_staging"},
         {"sort_key": "sk", "large_attributes": ("sk",)},
         {"key_template": "{prefix}/{attr}/{sha256}"},
     ],

@@ -9,6 +9,7 @@ import pytest
 
 from largeattr import AccessDenied, LargeAttrClient, LargeAttrTable, SagaOptions, Storage
 from largeattr.check import check_storage
+from largeattr.setup import ensure_table
 from largeattr.steps import StepByStep
 from tests.conftest import object_keys, open_uploads
 from tests.faults import Faults, client_error
@@ -83,3 +84,57 @@ async def test_reconcile_keeps_old_versions_when_the_table_does(
     result = await la.reconcile(table, grace_seconds=0)
     assert result.objects_deleted == 0
     assert len(object_keys(s3, table)) == 2
+
+
+async def test_reconcile_leaves_a_nested_tables_objects_alone(
+    la: LargeAttrClient, new_table: Any, s3: Any, dynamodb: Any
+) -> None:
+    outer: LargeAttrTable = new_table(large=("html",))
+    inner = LargeAttrTable(
+        table_name=f"{outer.table_name}-v2",
+        partition_key="pk",
+        large_attributes=("html",),
+        bucket=outer.bucket,
+        prefix=f"{outer.prefix}/v2",  # the outer table's listing includes these objects
+    )
+    ensure_table(dynamodb, inner)
+    await la.create(outer, "a", blobs={"html": b"outer a"})
+    await la.create(inner, "a", blobs={"html": b"inner a"})  # same key, other table
+    await la.create(inner, "b", blobs={"html": b"inner b"})  # no such item in outer
+    StepByStep(Storage(s3, dynamodb), outer).put_blobs("a", {"html": b"outer orphan"})
+    inner_objects = object_keys(s3, inner)
+    assert len(inner_objects) == 2
+
+    result = await la.reconcile(outer, grace_seconds=0)
+    assert (result.orphans_found, result.objects_deleted) == (1, 1)
+    assert result.unattributed == 2  # the inner table's, counted as foreign
+    assert object_keys(s3, inner) == inner_objects
+    for key, data in (("a", b"inner a"), ("b", b"inner b")):
+        item = await la.get(inner, key)
+        assert item is not None
+        assert await la.read_blob(item.blob("html")) == data
+    item = await la.get(outer, "a")
+    assert item is not None
+    assert await la.read_blob(item.blob("html")) == b"outer a"
+
+
+async def test_reconcile_attributes_objects_of_keys_too_long_for_metadata(
+    la: LargeAttrClient, table: LargeAttrTable, s3: Any, dynamodb: Any
+) -> None:
+    long_key = "é" * 150  # 900 bytes escaped in the S3 key, 1,200 in la-item: only hashed
+    await la.create(table, long_key, blobs={"html": b"live"})
+    StepByStep(Storage(s3, dynamodb), table).put_blobs(long_key, {"html": b"orphan"})
+    live = object_keys(s3, table)
+    hashed_only = [
+        k
+        for k in object_keys(s3, table)
+        if "la-item" not in s3.head_object(Bucket=table.bucket, Key=k)["Metadata"]
+    ]
+    assert len(hashed_only) == 2  # both objects carry la-item-sha256 only
+    result = await la.reconcile(table, grace_seconds=0)
+    assert (result.orphans_found, result.objects_deleted, result.unattributed) == (1, 1, 0)
+    item = await la.get(table, long_key)
+    assert item is not None
+    assert object_keys(s3, table) == {item.blob("html").key}
+    assert item.blob("html").key in live
+    assert await la.read_blob(item.blob("html")) == b"live"

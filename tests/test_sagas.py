@@ -475,6 +475,58 @@ async def test_plain_temporal_client_with_public_input_types(
     assert getattr(failure.value.cause, "type", None) == "ItemAlreadyExists"
 
 
+@pytest.mark.parametrize(
+    "case",
+    ["undeclared blob", "key in attributes", "large attribute as plain", "bookkeeping", "bad key"],
+)
+async def test_a_saga_started_directly_checks_its_input(
+    case: str,
+    temporal: Client,
+    task_queue: str,
+    table: LargeAttrTable,
+    s3: Any,
+    dynamodb: Any,
+    faults: Faults,
+) -> None:
+    """The client's checks are made again by the saga: a plain Temporal client can start
+    it with anything the input types allow."""
+    key = table.key("direct")
+    blobs: tuple[BlobInput, ...] = (BlobInput.inline("html", HTML, "text/html"),)
+    attributes = table.attributes({"title": "direct"}, "create")
+    expected = "InvalidInput"
+    if case == "undeclared blob":
+        blobs += (BlobInput.inline("pdf", b"%PDF", "application/pdf"),)
+        expected = "UnknownAttribute"
+    elif case == "key in attributes":
+        attributes["pk"] = {"S": "another"}
+    elif case == "large attribute as plain":
+        attributes["image"] = {"S": "s3://elsewhere/x"}
+    elif case == "bookkeeping":
+        attributes[table.spec.version_attribute] = {"N": "99"}
+    else:
+        key = {**key, "extra": {"S": "x"}}
+        expected = "InvalidKey"
+    with (
+        no_change(s3, dynamodb, table, table.key("direct")),
+        pytest.raises(WorkflowFailureError) as failure,
+    ):
+        await temporal.execute_workflow(
+            CreateItemWorkflow.run,
+            CreateItemInput(table=table.spec, key=key, blobs=blobs, attributes=attributes),
+            id=table.workflow_id("direct"),
+            task_queue=task_queue,
+        )
+    assert getattr(failure.value.cause, "type", None) == expected
+    assert sum(faults.calls.values()) == 0  # refused before any AWS call
+
+
+async def test_error_details_reach_the_caller(la: LargeAttrClient, table: LargeAttrTable) -> None:
+    await la.create(table, "doc-1", blobs={"html": HTML})
+    with pytest.raises(VersionConflict) as raised:
+        await la.update(table, "doc-1", set={"title": "x"}, expected_version=7)
+    assert raised.value.details == {"expected": 7, "found": 1}
+
+
 async def test_validation_fails_before_anything_is_written(
     la: LargeAttrClient, table: LargeAttrTable, s3: Any, dynamodb: Any
 ) -> None:

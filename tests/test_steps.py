@@ -75,3 +75,30 @@ def test_boto3_resource_reads_what_the_sagas_write(
     ).get_object(Bucket=bucket, Key=key)
     assert body["Body"].read() == b"<b>x</b>"
     assert body["ContentType"] == "text/html"
+
+
+def test_remove_a_large_attribute_by_hand(
+    s3: Any, dynamodb: Any, table: LargeAttrTable, resource_table: Any
+) -> None:
+    steps = StepByStep(Storage(s3, dynamodb), table)
+    first = steps.put_blobs("doc", {"html": b"v1", "image": b"img"})
+    resource_table.put_item(Item={"pk": "doc", **first.attributes()})
+    old = resource_table.get_item(Key={"pk": "doc"})["Item"]
+
+    second = steps.put_blobs("doc", {"html": b"v2", "image": None})
+    expression, names, values = second.update_expression(old)
+    assert "REMOVE" in expression
+    resource_table.update_item(
+        Key={"pk": "doc"},
+        UpdateExpression=expression,
+        ExpressionAttributeNames=names,
+        ExpressionAttributeValues=values,
+    )
+    deleted = second.clean_up_old_objects(old)
+    assert set(deleted) == {first.blobs[0].key, first.blobs[1].key}
+    new = resource_table.get_item(Key={"pk": "doc"})["Item"]
+    assert "image" not in new
+    assert set(new["la_meta"]) == {"html"}
+    assert object_keys(s3, table) == {second.blobs[0].key}
+    head = s3.head_object(Bucket=table.bucket, Key=second.blobs[0].key)
+    assert head["Metadata"]["la-updated-at"].startswith("20")  # the time of the call

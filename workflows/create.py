@@ -3,6 +3,8 @@ delete the replaced item's objects (retriable)]."""
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
@@ -20,11 +22,13 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import (
         BEFORE_PIVOT,
         DYNAMODB_CALL,
+        PIVOT_CALL,
+        WAIT,
         Saga,
-        check_workflow_id,
-        compensate,
+        after_failure,
+        check_request,
         delete_objects,
-        final_error,
+        stop_if_cancelled,
         store_blobs,
     )
 
@@ -33,9 +37,12 @@ with workflow.unsafe.imports_passed_through():
 class CreateItemWorkflow:
     @workflow.run
     async def run(self, request: CreateItemInput) -> ItemResult:
-        check_workflow_id(request.table, request.key)
+        check_request(
+            request.table, request.key, request.blobs, {"attributes": list(request.attributes)}
+        )
         saga = Saga(request.table, request.key, workflow.info().run_id, workflow.now().isoformat())
         item = keys.item_path(request.table, request.key)
+        pivot_started = False
         try:
             state = await workflow.execute_activity_method(
                 SagaActivities.read_item,
@@ -60,6 +67,8 @@ class CreateItemWorkflow:
 
             stored = await store_blobs(saga, request.blobs)
             condition = f"if version {state.version}" if state.exists else "if absent"
+            stop_if_cancelled()
+            pivot_started = True
             pivot = await workflow.execute_activity_method(
                 SagaActivities.put_item,
                 PutItemArgs(
@@ -71,13 +80,14 @@ class CreateItemWorkflow:
                     saga.saga_id,
                     saga.updated_at,
                 ),
-                start_to_close_timeout=DYNAMODB_CALL,
+                start_to_close_timeout=PIVOT_CALL,
                 retry_policy=BEFORE_PIVOT,
+                cancellation_type=WAIT,
                 summary=f"pivot: put item ({condition})",
             )
-        except (ActivityError, LargeAttrError) as err:
-            await compensate(saga, request.options)
-            raise final_error(err) from err
+        except (ActivityError, LargeAttrError, asyncio.CancelledError) as err:
+            read = state if pivot_started else None
+            pivot = await after_failure(saga, request.options, err, read)
 
         deleted: tuple[str, ...] = ()
         if request.options.delete_old_objects:

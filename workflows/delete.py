@@ -3,21 +3,34 @@ objects (retriable). Nothing precedes the pivot, so nothing needs compensation."
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from activities.saga import SagaActivities
     from largeattr import keys
     from largeattr.errors import LargeAttrError
-    from largeattr.messages import DeleteItemArgs, DeleteItemInput, ItemResult, ReadItemArgs
+    from largeattr.messages import (
+        DeleteItemArgs,
+        DeleteItemInput,
+        ItemResult,
+        PivotResult,
+        ReadItemArgs,
+    )
     from workflows.steps import (
         BEFORE_PIVOT,
         DYNAMODB_CALL,
-        check_workflow_id,
+        PIVOT_CALL,
+        WAIT,
+        check_request,
+        definite,
         delete_objects,
         final_error,
         require_version,
+        settle_pivot,
+        stop_if_cancelled,
     )
 
 
@@ -25,9 +38,11 @@ with workflow.unsafe.imports_passed_through():
 class DeleteItemWorkflow:
     @workflow.run
     async def run(self, request: DeleteItemInput) -> ItemResult:
-        check_workflow_id(request.table, request.key)
+        check_request(request.table, request.key)
         saga_id = workflow.info().run_id
         item = keys.item_path(request.table, request.key)
+        pivot: PivotResult | None = None
+        pivot_started = False
         try:
             state = await workflow.execute_activity_method(
                 SagaActivities.read_item,
@@ -38,15 +53,25 @@ class DeleteItemWorkflow:
             )
             require_version(state, request.expected_version, item, "nothing to delete")
 
+            stop_if_cancelled()
+            pivot_started = True
             pivot = await workflow.execute_activity_method(
                 SagaActivities.delete_item,
                 DeleteItemArgs(request.table, request.key, state, saga_id),
-                start_to_close_timeout=DYNAMODB_CALL,
+                start_to_close_timeout=PIVOT_CALL,
                 retry_policy=BEFORE_PIVOT,
+                cancellation_type=WAIT,
                 summary=f"pivot: delete item (if version {state.version})",
             )
-        except ActivityError as err:
-            raise final_error(err) from err
+        except (ActivityError, LargeAttrError, asyncio.CancelledError) as err:
+            if pivot_started and not definite(err):
+                pivot = await settle_pivot(
+                    request.table, request.key, saga_id, state, deleting=True
+                )
+            if pivot is None:
+                if is_cancelled_exception(err):
+                    raise  # the saga ends cancelled; nothing was changed
+                raise final_error(err) from err
 
         deleted: tuple[str, ...] = ()
         if request.options.delete_old_objects:

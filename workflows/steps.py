@@ -17,15 +17,21 @@ from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    TimeoutError,
+    is_cancelled_exception,
+)
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from activities.saga import SagaActivities
-    from largeattr import keys
+    from largeattr import keys, table
     from largeattr.errors import (
         BUSINESS_ERROR_NAMES,
         InvalidInput,
+        ItemAlreadyExists,
         ItemNotFound,
         LargeAttrError,
         SagaFailed,
@@ -40,8 +46,10 @@ with workflow.unsafe.imports_passed_through():
         DeleteObjectsArgs,
         ItemKey,
         ItemState,
+        PivotResult,
         PrepareBlobArgs,
         PromoteBlobArgs,
+        ReadItemArgs,
         SagaOptions,
         StageBlobArgs,
         StoredBlob,
@@ -76,6 +84,13 @@ UNTIL_DONE = RetryPolicy(
 # Each attempt is bounded tightly: a worker that dies mid-activity is only noticed when the
 # attempt times out, so these bound how long a crash stalls a saga.
 DYNAMODB_CALL = timedelta(seconds=10)
+#: The pivot's attempts outlast the worker's whole DynamoDB call, botocore retries included
+#: (``AwsConfig.dynamodb_call_bound``, 20 s by default): when an attempt has timed out, its
+#: write is no longer on the wire, so reading the item tells whether the pivot committed.
+PIVOT_CALL = timedelta(seconds=30)
+#: An activity that may write is waited for when the saga is cancelled; cancelling it
+#: blindly would let it commit after compensation ran.
+WAIT = ActivityCancellationType.WAIT_CANCELLATION_COMPLETED
 SMALL_UPLOAD = timedelta(seconds=30)
 CLEAN_UP = timedelta(seconds=30)
 LARGE_TRANSFER = timedelta(hours=12)
@@ -108,12 +123,40 @@ def require_version(state: ItemState, expected: int | None, item: str, if_missin
         )
 
 
+def check_request(
+    spec: TableSpec,
+    key: ItemKey,
+    blobs: Sequence[BlobInput] = (),
+    plain: dict[str, Sequence[str]] | None = None,
+    removed_blobs: Sequence[str] = (),
+) -> None:
+    """The input checks the client makes, made again here: a saga can be started directly.
+    Pure, so deterministic; a failure ends the saga before it reads or writes anything."""
+    try:
+        check_workflow_id(spec, key)
+        names = [b.attribute for b in blobs] + list(removed_blobs)
+        table.check_request(spec, key, names, plain)
+    except LargeAttrError as err:
+        raise as_failure(err) from err
+
+
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
-def final_error(err: BaseException) -> LargeAttrError:
-    """The user-facing error for a failed step: same class as the activity raised."""
+def as_failure(err: LargeAttrError) -> ApplicationError:
+    """How a saga fails with one of our errors: its class name, message and details travel,
+    and the client raises that class again (``largeattr.client.user_error``)."""
+    details = (err.details,) if err.details else ()
+    return ApplicationError(err.message, *details, type=err.type_name, non_retryable=True)
+
+
+def final_error(err: BaseException) -> ApplicationError:
+    """The saga's failure for a failed step: the error the step raised."""
+    return as_failure(_user_error(err))
+
+
+def _user_error(err: BaseException) -> LargeAttrError:
     if isinstance(err, LargeAttrError):
         return type(err)(err.message, **err.details)  # a new one: `raise ... from err` holds
     cause: BaseException | None = err
@@ -127,9 +170,86 @@ def final_error(err: BaseException) -> LargeAttrError:
         return SagaFailed(f"{cause.type or 'error'}: {cause.message}")
     if isinstance(cause, TimeoutError):
         return SagaFailed(f"a step timed out ({cause.type}); the saga was compensated")
-    if isinstance(cause, asyncio.CancelledError):
+    if cause is not None and is_cancelled_exception(cause):
         return SagaFailed("the saga was cancelled before its pivot; nothing was changed")
     return SagaFailed(str(cause) or type(cause).__name__)
+
+
+#: The pivot's own verdicts: its condition failed and, looking at the item it got back,
+#: the pivot saw that no earlier attempt of its own had committed (``la_saga``).
+_CONDITION_FAILED = (ItemAlreadyExists.__name__, ItemNotFound.__name__, VersionConflict.__name__)
+
+
+def stop_if_cancelled() -> None:
+    """Steps that may write are waited for when the saga is cancelled, not abandoned, so a
+    cancel request can arrive while one runs to completion. It still stops the saga here,
+    before its pivot (and so gets compensated)."""
+    if workflow.cancellation_reason() is not None:
+        raise asyncio.CancelledError("cancellation requested before the pivot")
+
+
+def definite(err: BaseException) -> bool:
+    """True if a failed pivot certainly did not commit. Any other failure (retries run
+    out, cancelled between attempts, AccessDenied on a retry...) may follow an attempt
+    that committed and lost its response: ``settle_pivot`` finds out."""
+    if isinstance(err, LargeAttrError):
+        return True
+    cause: BaseException | None = err
+    while isinstance(cause, ActivityError):
+        cause = cause.cause
+    return isinstance(cause, ApplicationError) and cause.type in _CONDITION_FAILED
+
+
+async def after_failure(
+    saga: Saga, options: SagaOptions, err: BaseException, pivot_read: ItemState | None
+) -> PivotResult:
+    """A step of ``saga`` failed with ``err``. If it was the pivot (``pivot_read``: the item
+    as the saga read it) and it may have committed, settle it: committed, the saga goes on
+    with the returned result. Otherwise compensate, and end the saga with the step's error,
+    or as cancelled."""
+    if pivot_read is not None and not definite(err):
+        pivot = await settle_pivot(saga.table, saga.key, saga.saga_id, pivot_read)
+        if pivot is not None:
+            return pivot
+    await compensate(saga, options)
+    if is_cancelled_exception(err):
+        raise err
+    raise final_error(err) from err
+
+
+async def settle_pivot(
+    spec: TableSpec, key: ItemKey, saga_id: str, before: ItemState, deleting: bool = False
+) -> PivotResult | None:
+    """The pivot ended without an answer (its retries ran out, or the saga was cancelled
+    between attempts), yet an attempt may have committed before its response was lost. Read
+    the item (until a read succeeds) and tell: the pivot's result if it committed, None if
+    not. Nothing of the pivot is on the wire any more (``PIVOT_CALL``)."""
+    now = await run_to_completion(
+        workflow.start_activity_method(
+            SagaActivities.read_item,
+            ReadItemArgs(spec, key),
+            start_to_close_timeout=DYNAMODB_CALL,
+            retry_policy=UNTIL_DONE,
+            summary=f"settle: did the pivot commit? read {keys.item_path(spec, key)}",
+        )
+    )
+    if deleting:
+        if now.exists:
+            return None
+        still: set[str] = set()
+        version = before.version
+    else:
+        if not now.exists or now.saga_id != saga_id:
+            return None
+        still = set(now.refs.values())
+        version = now.version
+    superseded = [
+        uri
+        for uri in dict.fromkeys(before.refs.values())
+        if uri not in still and keys.owned_by(spec, uri)
+    ]
+    workflow.logger.info("the pivot committed although its response was lost")
+    return PivotResult(version=version, superseded=tuple(superseded))
 
 
 # ---------------------------------------------------------------- the compensatable steps
@@ -245,7 +365,9 @@ async def store_blob(saga: Saga, blob: BlobInput) -> StoredBlob:
             saga.updated_at,
         ),
         start_to_close_timeout=LARGE_TRANSFER,
+        heartbeat_timeout=TRANSFER_HEARTBEAT,
         retry_policy=BEFORE_PIVOT,
+        cancellation_type=wait,
         summary=f"promote {blob.attribute} ({human_size(prepared.size)}, server-side copy)",
     )
 

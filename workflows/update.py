@@ -4,6 +4,8 @@ unchanged (pivot) -> delete the objects the old version referenced and the new o
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
@@ -21,12 +23,14 @@ with workflow.unsafe.imports_passed_through():
     from workflows.steps import (
         BEFORE_PIVOT,
         DYNAMODB_CALL,
+        PIVOT_CALL,
+        WAIT,
         Saga,
-        check_workflow_id,
-        compensate,
+        after_failure,
+        check_request,
         delete_objects,
-        final_error,
         require_version,
+        stop_if_cancelled,
         store_blobs,
     )
 
@@ -35,9 +39,21 @@ with workflow.unsafe.imports_passed_through():
 class UpdateItemWorkflow:
     @workflow.run
     async def run(self, request: UpdateItemInput) -> ItemResult:
-        check_workflow_id(request.table, request.key)
+        check_request(
+            request.table,
+            request.key,
+            request.blobs,
+            {
+                "update set": list(request.set_attributes),
+                "update remove": request.remove_attributes,
+                "update add": list(request.add_attributes),
+                "update delete": list(request.delete_from_sets),
+            },
+            removed_blobs=request.remove_blobs,
+        )
         saga = Saga(request.table, request.key, workflow.info().run_id, workflow.now().isoformat())
         item = keys.item_path(request.table, request.key)
+        pivot_started = False
         try:
             state = await workflow.execute_activity_method(
                 SagaActivities.read_item,
@@ -57,18 +73,21 @@ class UpdateItemWorkflow:
             require_version(state, request.expected_version, item, "create it first")
 
             stored = await store_blobs(saga, request.blobs)
+            stop_if_cancelled()
+            pivot_started = True
             pivot = await workflow.execute_activity_method(
                 SagaActivities.update_item,
                 UpdateItemArgs(
                     request.table, request, tuple(stored), state, saga.saga_id, saga.updated_at
                 ),
-                start_to_close_timeout=DYNAMODB_CALL,
+                start_to_close_timeout=PIVOT_CALL,
                 retry_policy=BEFORE_PIVOT,
+                cancellation_type=WAIT,
                 summary=f"pivot: update item (if version {state.version})",
             )
-        except (ActivityError, LargeAttrError) as err:
-            await compensate(saga, request.options)
-            raise final_error(err) from err
+        except (ActivityError, LargeAttrError, asyncio.CancelledError) as err:
+            read = state if pivot_started else None
+            pivot = await after_failure(saga, request.options, err, read)
 
         deleted: tuple[str, ...] = ()
         if request.options.delete_old_objects:
