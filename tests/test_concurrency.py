@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowExecutionStatus
 
 from largeattr import (
     AccessDenied,
@@ -227,7 +229,10 @@ async def test_identical_content_where_one_writer_fails(
 # ------------------------------------------------------------------ reverts
 
 
-@pytest.mark.parametrize("slow_step", ["PutObject", "UpdateItem", "DeleteObjects"])
+SERVICE = {"PutObject": "s3", "UpdateItem": "dynamodb", "DeleteObjects": "s3"}
+
+
+@pytest.mark.parametrize("slow_step", list(SERVICE))
 async def test_revert_while_a_slower_update_is_in_flight(
     la: LargeAttrClient,
     table: LargeAttrTable,
@@ -240,11 +245,21 @@ async def test_revert_while_a_slower_update_is_in_flight(
     """A -> B is slow (at its upload, its pivot or its clean-up); B -> A is issued
     meanwhile. pynamodb_mate's slow update deletes A after the revert referenced it."""
     created = await la.create(table, "doc", {"html": A})
-    faults.slow(slow_step, 2.0, times=1)
+    slow = faults.slow(slow_step, 2.0, times=1)
     forward = await la.start_update(table, "doc", {"html": B})
-    await asyncio.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while slow.hits == 0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)  # until the forward update is stalled at its slow step
+    assert slow.hits == 1, f"the forward update never reached {slow_step}"
+    assert faults.injected[f"before:{SERVICE[slow_step]}.{slow_step}"] == 1
+    # The revert is issued while the forward update is still in flight (not after it).
+    assert (await forward.describe()).status == WorkflowExecutionStatus.RUNNING
+    revert_issued = datetime.now(UTC)
     revert = await la.update(table, "doc", {"html": A})
     forward_result = await la.result(forward)
+    forward_closed = (await forward.describe()).close_time
+    assert forward_closed is not None
+    assert forward_closed > revert_issued, "the revert was issued after the forward update"
     assert (forward_result.version, revert.version) == (2, 3)
     assert forward_result.deleted_objects == (created.blobs[0].uri,)
     assert revert.deleted_objects == (forward_result.blobs[0].uri,)

@@ -16,8 +16,9 @@ import random
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -41,7 +42,9 @@ from largeattr import (
     VersionConflict,
     keys,
 )
-from tests.conftest import no_change, object_keys, raw_item
+from largeattr.messages import BlobInput, CreateItemInput
+from largeattr.transfer import MiB
+from tests.conftest import no_change, object_keys, open_uploads, raw_item
 from tests.faults import Faults, Rule, client_error
 from tests.invariants import (
     TALLY,
@@ -49,6 +52,7 @@ from tests.invariants import (
     tally_faults,  # noqa: F401 - autouse fixture
     tally_module,  # noqa: F401 - autouse fixture
 )
+from workflows import CreateItemWorkflow
 
 ENDPOINT = "http://127.0.0.1 (injected)"
 
@@ -372,6 +376,164 @@ async def test_upload_that_outlives_its_saga(
         reconciled = await la.reconcile(table, grace_seconds=0)
         assert reconciled.objects_deleted == 1
     assert object_keys(s3, table) == live
+    await assert_invariants(s3, dynamodb, temporal, table, ["doc"])
+
+
+# ------------------------------------------------------------------ multipart transfers
+
+#: With the tests' TransferConfig (multipart above 6 MiB, 5 MiB parts, server-side copy
+#: part by part above 10 MiB): a file of three parts (5 + 5 + 1 MiB), a stream promoted by
+#: one CopyObject, and a stream promoted by three UploadPartCopy calls.
+FILE_SIZE = 11 * MiB
+COPY_SIZE = 8 * MiB
+PART_COPY_SIZE = 12 * MiB
+#: One fault kind per phase: S3's throttle before the call is sent, a lost response after.
+MULTIPART_KINDS = {"before": "slow-down-503", "after": "read-timeout"}
+
+
+@dataclass(frozen=True)
+class TransferFault:
+    """One AWS call of a multipart transfer that fails once.
+
+    ``source``: "file", a file under the worker's allowed directory (hashed, then uploaded
+    by the worker in parts, resuming from ListParts on a retry); "copy" / "part-copy", a
+    one-pass stream the client stages, promoted by the worker with CopyObject /
+    UploadPartCopy; "stage", the client's own multipart upload of a one-pass stream (it
+    cannot be read again: the saga fails with SagaFailed and is compensated).
+    ``which``: "first", "second" (the call after the upload, verifying it) or "part-2".
+    ``needs``: a call made to fail once before, so that ``operation`` is reached at all."""
+
+    source: str
+    operation: str
+    which: str = "first"
+    needs: str | None = None
+
+    @property
+    def size(self) -> int:
+        return {"copy": COPY_SIZE, "part-copy": PART_COPY_SIZE}.get(self.source, FILE_SIZE)
+
+    def matcher(self) -> Callable[[dict[str, Any]], bool]:
+        if self.which == "part-2":
+            return lambda params: int(params.get("PartNumber", 0)) == 2
+        seen: Counter[str] = Counter()
+        wanted = {"first": 1, "second": 2}[self.which]
+
+        def nth(params: dict[str, Any]) -> bool:
+            seen["calls"] += 1  # called under the Faults lock, only until the rule fired
+            return seen["calls"] == wanted
+
+        return nth
+
+
+TRANSFER_FAULTS = [
+    TransferFault("file", "HeadObject"),  # is the object already there?
+    TransferFault("file", "CreateMultipartUpload"),
+    TransferFault("file", "UploadPart", "part-2"),
+    TransferFault("file", "ListParts", needs="UploadPart"),  # only a resumed upload lists
+    TransferFault("file", "CompleteMultipartUpload"),
+    TransferFault("file", "HeadObject", "second"),  # is the completed object intact?
+    TransferFault("file", "ListMultipartUploads"),  # leftover uploads of the key
+    TransferFault("copy", "CopyObject"),
+    TransferFault("part-copy", "UploadPartCopy", "part-2"),
+    TransferFault("part-copy", "CompleteMultipartUpload"),
+    TransferFault("stage", "UploadPart", "part-2"),
+]
+DEFAULT_TRANSFER_FAULT = ("file", "CompleteMultipartUpload", "first", "after")
+TRANSFER_MATRIX = [
+    pytest.param(
+        fault,
+        phase,
+        id=f"{fault.source}-{fault.operation}"
+        + ("" if fault.which == "first" else f"-{fault.which}")
+        + f"-{phase}",
+        marks=()
+        if (fault.source, fault.operation, fault.which, phase) == DEFAULT_TRANSFER_FAULT
+        else pytest.mark.faults,
+    )
+    for fault in TRANSFER_FAULTS
+    for phase in ("before", "after")
+]
+
+
+def pattern(size: int, seed: int) -> bytes:
+    """Bytes that do not repeat within a part (a repeated block would hide a part-order bug)."""
+    block = b"".join(hashlib.sha256(f"{seed}:{i}".encode()).digest() for i in range(2048))
+    return b"".join(
+        hashlib.sha256(f"{seed}/{n}".encode()).digest() + block
+        for n in range(size // (len(block) + 32) + 1)
+    )[:size]
+
+
+@pytest.mark.parametrize(("fault", "phase"), TRANSFER_MATRIX)
+async def test_every_call_of_a_multipart_transfer_fails_once(
+    la: LargeAttrClient,
+    table: LargeAttrTable,
+    faults: Faults,
+    s3: Any,
+    dynamodb: Any,
+    temporal: Client,
+    task_queue: str,
+    allowed_dir: Path,
+    fault: TransferFault,
+    phase: str,
+) -> None:
+    """A blob too big for one PUT: each S3 call of its transfer fails once, before it is
+    sent or after it committed. The saga still stores exactly the source's bytes once (or,
+    for a stream that cannot be read again, fails with its typed error and leaves nothing),
+    and no multipart upload stays open."""
+    data = pattern(fault.size, TRANSFER_FAULTS.index(fault))
+    error = KINDS[MULTIPART_KINDS[phase]]
+    injected = faults
+    if fault.source == "stage":
+        injected = Faults().attach(la.storage.s3)  # the client stages its own stream
+    if fault.needs:
+        faults.fail(fault.needs, times=1, error=KINDS["throttling"], match=fault.matcher())
+    injected.fail(fault.operation, times=1, error=error, phase=phase, match=fault.matcher())
+
+    def chunks() -> Iterator[bytes]:
+        for start in range(0, len(data), 1_000_000):
+            yield data[start : start + 1_000_000]
+
+    result: ItemResult | None = None
+    started = time.monotonic()
+    if fault.source == "stage":
+        with no_change(s3, dynamodb, table, table.key("doc")), pytest.raises(SagaFailed):
+            await la.create(table, "doc", {"html": chunks()})
+    elif fault.source == "file":
+        path = allowed_dir / f"{table.table_name}.bin"
+        path.write_bytes(data)
+        result = await temporal.execute_workflow(
+            CreateItemWorkflow.run,
+            CreateItemInput(
+                table=table.spec,
+                key=table.key("doc"),
+                blobs=(BlobInput(attribute="html", source=f"file:{path}", size=len(data)),),
+            ),
+            id=table.workflow_id("doc"),
+            task_queue=task_queue,
+        )
+        path.unlink()
+    else:
+        result = await la.create(table, "doc", {"html": chunks()})
+    print(f"{fault} {phase}: {time.monotonic() - started:.1f}s, calls {dict(injected.calls)}")
+    if injected is not faults:
+        TALLY.record_rules(injected)  # the faults fixture's rules are tallied on teardown
+    assert injected.injected[f"{phase}:s3.{fault.operation}"] >= 1, "the fault never fired"
+    if fault.needs:
+        assert faults.injected[f"before:s3.{fault.needs}"] >= 1
+    assert open_uploads(s3, table) == []
+    if result is None:
+        assert object_keys(s3, table) == set()
+    else:
+        assert result.version == 1
+        stored = result.blobs[0]
+        assert stored.created  # a lost response is still this saga's write
+        assert stored.meta.size == len(data)
+        assert stored.meta.sha256 == hashlib.sha256(data).hexdigest()
+        item = await la.get(table, "doc")
+        assert item is not None
+        assert await la.read_blob(item.blob("html")) == data
+        assert object_keys(s3, table) == {stored.key}  # no staged copy, no second object
     await assert_invariants(s3, dynamodb, temporal, table, ["doc"])
 
 

@@ -2,11 +2,13 @@
 
 Two real worker processes serve the sagas; a killer SIGKILLs one at random every few
 seconds and starts a replacement. A model of every item (what its last committed saga
-wrote) is kept from the results. At the end the table must match the model exactly, and
-the checker must find no dangling reference, no drift, and no orphan after reconcile.
+wrote) is kept from the results. Meanwhile a few other items get bursts of concurrent
+updates (``on_busy="wait"``, no expected version): every one must commit, each at a
+version of its own. At the end the table must match the model exactly, and the checker
+must find no dangling reference, no drift and no orphan, before reconcile as after it.
 
     .venv/bin/python -m pytest -m faults tests/test_soak.py -s
-    SOAK_OPS=2000 SOAK_ITEMS=200 (defaults) SOAK_SEED=1
+    SOAK_OPS=2000 SOAK_ITEMS=200 SOAK_RACE_ITEMS=4 SOAK_RACE_WRITERS=5 (defaults) SOAK_SEED=1
 """
 
 from __future__ import annotations
@@ -50,6 +52,14 @@ class Model:
     saga_id: str = ""
     blobs: dict[str, str] = field(default_factory=dict)  # attribute -> sha256
     exists: bool = False
+
+
+@dataclass
+class Race:
+    """An item updated by bursts of concurrent writers: what each committed update returned."""
+
+    committed: dict[int, tuple[str, str]] = field(default_factory=dict)  # version -> saga, sha
+    duplicates: list[int] = field(default_factory=list)  # versions returned twice: a lost update
 
 
 class Workers:
@@ -127,7 +137,11 @@ async def test_soak_with_random_worker_kills(
 ) -> None:
     operations = int(os.environ.get("SOAK_OPS", "2000"))
     item_count = int(os.environ.get("SOAK_ITEMS", "200"))
-    rng = random.Random(int(os.environ.get("SOAK_SEED", "1")))
+    race_items = int(os.environ.get("SOAK_RACE_ITEMS", "4"))
+    race_writers = int(os.environ.get("SOAK_RACE_WRITERS", "5"))
+    seed = int(os.environ.get("SOAK_SEED", "1"))
+    rng = random.Random(seed)
+    race_rng = random.Random(seed + 1)  # its own, so the main sequence stays as it was
     table: LargeAttrTable = new_table()
     queue = f"soak-{table.table_name}"
     workers = Workers(temporal_address, aws, queue, tmp_path)
@@ -139,6 +153,30 @@ async def test_soak_with_random_worker_kills(
     outcomes: Counter[str] = Counter()
     unexpected: list[str] = []
     done = asyncio.Event()
+    races = {f"race-{i}": Race() for i in range(race_items)}
+    for name in races:
+        await la.create(table, name, blobs={"html": b"start"}, attributes={"hits": 0})
+
+    async def race_update(name: str) -> None:
+        value = blob(race_rng)
+        try:
+            result = await la.update(
+                table, name, blobs={"html": value}, add={"hits": 1}, on_busy="wait"
+            )
+        except Exception as err:
+            unexpected.append(f"{name} (race): {type(err).__name__}: {err}")
+            return
+        race = races[name]
+        if result.version in race.committed:
+            race.duplicates.append(result.version)
+        race.committed[result.version] = (result.saga_id, hashlib.sha256(value).hexdigest())
+        outcomes["race-update"] += 1
+
+    async def racer() -> None:
+        """Bursts of concurrent updates on one race item at a time, while workers die."""
+        while races and not done.is_set():
+            name = race_rng.choice(list(races))
+            await asyncio.gather(*(race_update(name) for _ in range(race_writers)))
 
     async def killer() -> None:
         while not done.is_set():
@@ -200,6 +238,7 @@ async def test_soak_with_random_worker_kills(
 
     started = time.monotonic()
     kill_task = asyncio.create_task(killer())
+    race_task = asyncio.create_task(racer())
     semaphore = asyncio.Semaphore(24)
 
     async def bounded(index: int) -> None:
@@ -211,6 +250,7 @@ async def test_soak_with_random_worker_kills(
     finally:
         done.set()
         await kill_task
+        await race_task
     elapsed = time.monotonic() - started
 
     # Let the surviving workers finish, then compare the table with the model.
@@ -231,9 +271,23 @@ async def test_soak_with_random_worker_kills(
             stored = {a: ref.sha256 for a, ref in item.blobs.items()}
             if stored != model.blobs:
                 mismatches.append(f"{name}: blobs {stored} != {model.blobs}")
+        for name, race in races.items():
+            # No lost update: versions 2..n+1 each committed once, the last one is the item.
+            count = len(race.committed) + len(race.duplicates)
+            if sorted(race.committed) != list(range(2, count + 2)) or race.duplicates:
+                mismatches.append(f"{name}: versions {sorted(race.committed)} {race.duplicates}")
+            item = await la.get(table, name)
+            if item is None:
+                mismatches.append(f"{name}: absent after {count} concurrent updates")
+                continue
+            last_saga, last_sha = race.committed.get(count + 1, ("", ""))
+            got = (item.version, item.saga_id, item.attributes.get("hits"))
+            if got != (count + 1, last_saga, count) or item.blob("html").sha256 != last_sha:
+                mismatches.append(f"{name}: {got} != {(count + 1, last_saga, count)}")
         storage = Storage(s3, dynamodb)
         report = check_storage(storage, table.spec)
-        drift = await check_drift(storage, table.spec, temporal, [table.key(n) for n in models])
+        all_keys = [table.key(n) for n in [*models, *races]]
+        drift = await check_drift(storage, table.spec, temporal, all_keys)
         orphans_before = len(report.orphans)
         reconciled = await la.reconcile(table, grace_seconds=0, upload_grace_seconds=0)
         after = check_storage(storage, table.spec)
@@ -244,14 +298,21 @@ async def test_soak_with_random_worker_kills(
     print(
         f"\nSOAK ops={operations} items={item_count} seconds={elapsed:.0f} "
         f"kills={workers.kills} outcomes={dict(outcomes)} unexpected={len(unexpected)} "
+        f"race_items={race_items}x{race_writers} "
         f"mismatches={len(mismatches)} dangling={len(report.dangling)} drift={len(drift)} "
         f"orphans_before_reconcile={orphans_before} reconciled={reconciled.objects_deleted} "
-        f"orphans_after={len(after.orphans)}"
+        f"uploads_aborted={reconciled.uploads_aborted} orphans_after={len(after.orphans)}"
     )
     assert unexpected == [], unexpected[:10]
     assert mismatches == [], mismatches[:10]
     assert report.dangling == [], report.dangling[:10]
     assert drift == [], drift[:10]
+    # Every saga finished (done or compensated) before the check: nothing for reconcile.
+    assert orphans_before == 0, list(report.lines())[:10]
+    assert (reconciled.orphans_found, reconciled.objects_deleted) == (0, 0), reconciled
+    assert reconciled.uploads_aborted == 0, reconciled
     assert after.ok(), list(after.lines())[:10]
     assert workers.kills >= 3
-    assert sum(outcomes.values()) == operations
+    assert sum(outcomes.values()) - outcomes["race-update"] == operations
+    if races:
+        assert outcomes["race-update"] >= race_writers, "the same-item race did not run"
