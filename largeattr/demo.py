@@ -14,10 +14,10 @@ import signal
 from pathlib import Path
 from typing import Any
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import WorkflowHandle
 
 from largeattr.client import Blob, LargeAttrClient
-from largeattr.devstack import EMULATOR_REGION, Stack, embedded_stack
+from largeattr.devstack import EMULATOR_REGION, Stack, connect_when_serving, embedded_stack
 from largeattr.messages import ItemResult
 from largeattr.setup import setup
 from largeattr.table import LargeAttrTable
@@ -59,7 +59,7 @@ async def run_demo(stack: Stack, keep: bool) -> int:
     aws = stack.aws()
     s3, dynamodb = aws.clients()
     setup(s3, dynamodb, DEMO_TABLE, region=EMULATOR_REGION)
-    temporal = await Client.connect(stack.temporal_address)
+    temporal = await connect_when_serving(stack.temporal_address)
     worker, executor = build_worker(temporal, aws=aws)
     table = DEMO_TABLE
     key = "doc-1"

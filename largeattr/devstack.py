@@ -9,6 +9,7 @@ Both listen on 127.0.0.1 only. Ports are the usual ones when free, others when n
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -20,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 from largeattr.config import AwsConfig
@@ -181,6 +183,22 @@ def start_temporal(
     if ui:
         wait_for_port(ui_port, process, "the Temporal Web UI", timeout=30)
     return process, port, ui_port
+
+
+async def connect_when_serving(address: str, within: float = 60.0) -> Any:
+    """A Temporal client, once a freshly started server answers: its port opens a moment
+    before its frontend is healthy ("Frontend is not healthy yet"), more so on a busy
+    machine."""
+    from temporalio.client import Client
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await Client.connect(address)
+        except RuntimeError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.25)
 
 
 def start_moto(

@@ -21,6 +21,7 @@ from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
 from largeattr.devstack import (
     EMULATOR_AWS,
     EMULATOR_REGION,
+    connect_when_serving,
     start_moto,
     start_temporal,
     stop_process,
@@ -100,7 +101,8 @@ def test_transfer() -> TransferConfig:
 
 @pytest.fixture(scope="session")
 async def temporal(temporal_address: str) -> Client:
-    return await Client.connect(temporal_address)
+    client: Client = await connect_when_serving(temporal_address)
+    return client
 
 
 @pytest.fixture(scope="session")
