@@ -26,6 +26,7 @@ from largeattr.devstack import (
     start_temporal,
     stop_process,
 )
+from largeattr.messages import BlobInput, CreateItemInput
 from largeattr.setup import ensure_bucket, ensure_table
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import MiB, TransferConfig
@@ -172,6 +173,13 @@ async def la(
     client = LargeAttrClient(temporal, task_queue=task_queue, aws=aws, transfer=test_transfer)
     yield client
     await client.close()
+
+
+def create_from_file(table: LargeAttrTable, key: str, path: Path) -> CreateItemInput:
+    """A create whose `html` blob the worker uploads from ``path`` (a ``file:`` source under
+    its allowed directory), started with a plain Temporal client."""
+    blob = BlobInput(attribute="html", source=f"file:{path}", size=path.stat().st_size)
+    return CreateItemInput(table=table.spec, key=table.key(key), blobs=(blob,))
 
 
 def object_keys(s3: Any, table: LargeAttrTable) -> set[str]:

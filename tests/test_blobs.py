@@ -28,7 +28,7 @@ from largeattr import (
 from largeattr.config import AwsConfig
 from largeattr.messages import BlobInput, CreateItemInput
 from largeattr.transfer import MiB, TransferConfig, digest_bytes
-from tests.conftest import no_change, object_keys, open_uploads
+from tests.conftest import create_from_file, no_change, object_keys, open_uploads
 from tests.faults import Faults, client_error
 from workflows import CreateItemWorkflow
 
@@ -329,11 +329,7 @@ async def test_worker_uploads_a_file_under_its_allowed_directory(
     faults.fail("UploadPart", times=1, match=lambda p: int(p["PartNumber"]) == 2)
     await temporal.execute_workflow(
         CreateItemWorkflow.run,
-        CreateItemInput(
-            table=table.spec,
-            key=table.key("doc"),
-            blobs=(BlobInput(attribute="html", source=f"file:{path}", size=len(data)),),
-        ),
+        create_from_file(table, "doc", path),
         id=table.workflow_id("doc"),
         task_queue=task_queue,
     )

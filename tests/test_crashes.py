@@ -51,9 +51,8 @@ from largeattr import (
     VersionConflict,
 )
 from largeattr.check import check_drift, check_storage
-from largeattr.messages import BlobInput, CreateItemInput
 from largeattr.transfer import MiB, TransferConfig
-from tests.conftest import object_keys, raw_item
+from tests.conftest import create_from_file, object_keys, raw_item
 from tests.crash_support import (
     CrashWorkers,
     expire_lost_activities,
@@ -442,11 +441,7 @@ async def crash_file_upload(
     fresh = workers.start(queue, record_parts=second_log, allow_files=[files], start_when=go)
     handle = await temporal.start_workflow(
         CreateItemWorkflow.run,
-        CreateItemInput(
-            table=table.spec,
-            key=table.key(KEY),
-            blobs=(BlobInput(attribute="html", source=f"file:{path}", size=len(data)),),
-        ),
+        create_from_file(table, KEY, path),
         id=table.workflow_id(KEY),
         task_queue=queue,
     )

@@ -42,9 +42,8 @@ from largeattr import (
     VersionConflict,
     keys,
 )
-from largeattr.messages import BlobInput, CreateItemInput
 from largeattr.transfer import MiB
-from tests.conftest import no_change, object_keys, open_uploads, raw_item
+from tests.conftest import create_from_file, no_change, object_keys, open_uploads, raw_item
 from tests.faults import Faults, Rule, client_error
 from tests.invariants import (
     TALLY,
@@ -504,11 +503,7 @@ async def test_every_call_of_a_multipart_transfer_fails_once(
         path.write_bytes(data)
         result = await temporal.execute_workflow(
             CreateItemWorkflow.run,
-            CreateItemInput(
-                table=table.spec,
-                key=table.key("doc"),
-                blobs=(BlobInput(attribute="html", source=f"file:{path}", size=len(data)),),
-            ),
+            create_from_file(table, "doc", path),
             id=table.workflow_id("doc"),
             task_queue=task_queue,
         )
