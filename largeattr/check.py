@@ -29,6 +29,7 @@ from largeattr import dynamo, keys
 from largeattr.errors import InvalidInput
 from largeattr.messages import ItemKey, TableSpec
 from largeattr.storage import Storage, is_not_found
+from largeattr.transfer import list_uploads
 
 SAGA_TYPES = frozenset({"largeattr.CreateItem", "largeattr.UpdateItem", "largeattr.DeleteItem"})
 _SHA_IN_KEY = re.compile(r"sha256=([0-9a-f]{64})")
@@ -171,11 +172,9 @@ def check_storage(
             age = (now - obj["LastModified"]).total_seconds()
             kind = "staged" if obj["Key"].startswith(staging) else "object"
             report.orphans.append(Orphan(obj["Key"], int(obj["Size"]), age, kind))
-    uploads = storage.s3.get_paginator("list_multipart_uploads")
-    for upload_page in uploads.paginate(Bucket=spec.bucket, Prefix=f"{spec.prefix}/"):
-        for upload in upload_page.get("Uploads", []):
-            age = (now - upload["Initiated"]).total_seconds()
-            report.orphans.append(Orphan(upload["Key"], 0, age, "upload"))
+    for upload in list_uploads(storage.s3, spec.bucket, f"{spec.prefix}/"):
+        age = (now - upload["Initiated"]).total_seconds()
+        report.orphans.append(Orphan(upload["Key"], 0, age, "upload"))
     return report
 
 

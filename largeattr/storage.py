@@ -66,6 +66,7 @@ from largeattr.transfer import (
     abort_quietly,
     abort_uploads,
     copy_object,
+    list_uploads,
     put_multipart,
     put_small,
     read_exactly,
@@ -869,18 +870,12 @@ class Storage:
 
     def _abort_stale_uploads(self, spec: TableSpec, args: FindOrphansArgs, now: Any) -> int:
         aborted = 0
-        listing: dict[str, Any] = {"Bucket": spec.bucket, "Prefix": f"{spec.prefix}/"}
-        while True:
-            page = self.s3.list_multipart_uploads(**listing)
-            for upload in page.get("Uploads", []):
-                if (now - upload["Initiated"]).total_seconds() >= args.upload_grace_seconds:
-                    if not args.dry_run:
-                        abort_quietly(self.s3, spec.bucket, upload["Key"], upload["UploadId"])
-                    aborted += 1
-            if not page.get("IsTruncated"):
-                return aborted
-            listing["KeyMarker"] = page.get("NextKeyMarker", "")
-            listing["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        for upload in list_uploads(self.s3, spec.bucket, f"{spec.prefix}/"):
+            if (now - upload["Initiated"]).total_seconds() >= args.upload_grace_seconds:
+                if not args.dry_run:
+                    abort_quietly(self.s3, spec.bucket, upload["Key"], upload["UploadId"])
+                aborted += 1
+        return aborted
 
     def delete_unreferenced(
         self, spec: TableSpec, item_key: ItemKey, candidates: Iterable[str]

@@ -505,20 +505,26 @@ def abort_quietly(s3: S3Client, bucket: str, key: str, upload_id: str) -> None:
         s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
 
 
+def list_uploads(s3: S3Client, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
+    """Every unfinished multipart upload under ``prefix``, page after page."""
+    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": prefix}
+    while True:
+        page = s3.list_multipart_uploads(**kwargs)
+        yield from (dict(upload) for upload in page.get("Uploads", []))
+        if not page.get("IsTruncated"):
+            return
+        kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+
+
 def abort_uploads(s3: S3Client, bucket: str, key: str) -> int:
     """Abort every unfinished multipart upload of exactly this key."""
     aborted = 0
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": key}
-    while True:
-        page = s3.list_multipart_uploads(**kwargs)
-        for upload in page.get("Uploads", []):
-            if upload.get("Key") == key:
-                abort_quietly(s3, bucket, key, upload["UploadId"])
-                aborted += 1
-        if not page.get("IsTruncated"):
-            return aborted
-        kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
-        kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+    for upload in list_uploads(s3, bucket, key):
+        if upload.get("Key") == key:
+            abort_quietly(s3, bucket, key, upload["UploadId"])
+            aborted += 1
+    return aborted
 
 
 def copy_object(

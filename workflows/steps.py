@@ -144,6 +144,14 @@ def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
 
 
+def activity_cause(err: BaseException) -> BaseException | None:
+    """What a failed activity raised, under the ActivityError(s) that carry it."""
+    cause: BaseException | None = err
+    while isinstance(cause, ActivityError):
+        cause = cause.cause
+    return cause
+
+
 def as_failure(err: LargeAttrError) -> ApplicationError:
     """How a saga fails with one of our errors: its class name, message and details travel,
     and the client raises that class again (``largeattr.client.user_error``)."""
@@ -159,9 +167,7 @@ def final_error(err: BaseException) -> ApplicationError:
 def _user_error(err: BaseException) -> LargeAttrError:
     if isinstance(err, LargeAttrError):
         return type(err)(err.message, **err.details)  # a new one: `raise ... from err` holds
-    cause: BaseException | None = err
-    while isinstance(cause, ActivityError):
-        cause = cause.cause
+    cause = activity_cause(err)
     if isinstance(cause, ApplicationError):
         cls = error_class(cause.type)
         details = cause.details[0] if cause.details and isinstance(cause.details[0], dict) else {}
@@ -194,9 +200,7 @@ def definite(err: BaseException) -> bool:
     that committed and lost its response: ``settle_pivot`` finds out."""
     if isinstance(err, LargeAttrError):
         return True
-    cause: BaseException | None = err
-    while isinstance(cause, ActivityError):
-        cause = cause.cause
+    cause = activity_cause(err)
     return isinstance(cause, ApplicationError) and cause.type in _CONDITION_FAILED
 
 
