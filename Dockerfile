@@ -7,4 +7,4 @@ COPY workflows workflows
 COPY activities activities
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 largeattr
 USER largeattr
-CMD ["python", "-m", "worker"]
+CMD ["python", "-m", "largeattr.worker"]

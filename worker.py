@@ -23,13 +23,13 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import SagaActivities
+from largeattr.activities import SagaActivities
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
 from largeattr.errors import InvalidInput
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import FULL_OBJECT, MULTIPART_CHECKSUMS, MiB, TransferConfig
-from workflows import ALL_WORKFLOWS
-from workflows.steps import PIVOT_CALL
+from largeattr.workflows import ALL_WORKFLOWS
+from largeattr.workflows.steps import PIVOT_CALL
 
 log = logging.getLogger("largeattr.worker")
 

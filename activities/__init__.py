@@ -1,5 +1,5 @@
 """Temporal activities: every S3 and DynamoDB call of the sagas, each one idempotent."""
 
-from activities.saga import SagaActivities
+from largeattr.activities.saga import SagaActivities
 
 __all__ = ["SagaActivities"]

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.heartbeat import Beating
+from largeattr.activities.heartbeat import Beating
 from largeattr.errors import LargeAttrError, SourceUnavailable
 from largeattr.messages import (
     CleanItemInput,

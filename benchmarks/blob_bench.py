@@ -247,7 +247,7 @@ async def child_client(args: argparse.Namespace) -> None:
         if args.via_worker:
             # The worker reads the file itself (a ``file:`` source, worker.py --allow-files).
             from largeattr.messages import BlobInput, CreateItemInput
-            from workflows import CreateItemWorkflow
+            from largeattr.workflows import CreateItemWorkflow
 
             request = CreateItemInput(
                 table=table.spec,

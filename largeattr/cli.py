@@ -77,7 +77,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import worker
+    from largeattr import worker
 
     asyncio.run(worker.run_worker(args))
     return 0
@@ -243,7 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--data-dir", default=".largeattr")
     dev.set_defaults(run=cmd_dev)
 
-    import worker
+    from largeattr import worker
 
     work = commands.add_parser("worker", help="run a worker (same as python worker.py)")
     worker.add_arguments(work)

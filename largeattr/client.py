@@ -187,7 +187,7 @@ class LargeAttrClient:
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
     ) -> WorkflowHandle[Any, ItemResult]:
-        from workflows import CreateItemWorkflow
+        from largeattr.workflows import CreateItemWorkflow
 
         item_key = table.key(key)
         plain = table.attributes(attributes, "create")
@@ -262,7 +262,7 @@ class LargeAttrClient:
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
     ) -> WorkflowHandle[Any, ItemResult]:
-        from workflows import UpdateItemWorkflow
+        from largeattr.workflows import UpdateItemWorkflow
 
         item_key = table.key(key)
         if isinstance(remove, str):
@@ -344,7 +344,7 @@ class LargeAttrClient:
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
     ) -> WorkflowHandle[Any, ItemResult]:
-        from workflows import DeleteItemWorkflow
+        from largeattr.workflows import DeleteItemWorkflow
 
         item_key = table.key(key)
         request = DeleteItemInput(
@@ -376,7 +376,7 @@ class LargeAttrClient:
     ) -> ReconcileResult:
         """Delete objects under the table's prefix that no item references (older than
         ``grace_seconds``), one item at a time under that item's workflow id."""
-        from workflows import ReconcileWorkflow
+        from largeattr.workflows import ReconcileWorkflow
 
         keep = (
             (not table.options.delete_old_objects)
@@ -505,7 +505,7 @@ class LargeAttrClient:
         # Lazy: only a client that holds big blobs serves their upload activities.
         from temporalio.worker import Worker
 
-        from activities.saga import SagaActivities
+        from largeattr.activities.saga import SagaActivities
 
         activities = SagaActivities(
             self.storage.s3, self.storage.dynamodb, self.transfer, self.sources

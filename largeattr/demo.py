@@ -54,7 +54,7 @@ async def _step(
 
 
 async def run_demo(stack: Stack, keep: bool) -> int:
-    from worker import build_worker
+    from largeattr.worker import build_worker
 
     aws = stack.aws()
     s3, dynamodb = aws.clients()

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 
-from activities import SagaActivities
 from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
+from largeattr.activities import SagaActivities
 from largeattr.devstack import (
     EMULATOR_AWS,
     EMULATOR_REGION,
@@ -30,8 +30,8 @@ from largeattr.messages import BlobInput, CreateItemInput
 from largeattr.setup import ensure_bucket, ensure_table
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import MiB, TransferConfig
+from largeattr.worker import build_worker
 from tests.faults import Faults
-from worker import build_worker
 
 BUCKET = "largeattr-tests"
 

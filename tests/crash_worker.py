@@ -64,7 +64,7 @@ from temporalio.worker import (
 from largeattr.config import AwsConfig
 from largeattr.devstack import EMULATOR_AWS, EMULATOR_REGION
 from largeattr.transfer import MiB, TransferConfig
-from worker import build_worker
+from largeattr.worker import build_worker
 
 log = logging.getLogger("largeattr.crash_worker")
 

@@ -33,7 +33,6 @@ import pytest
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities import SagaActivities
 from largeattr import (
     AccessDenied,
     AwsConfig,
@@ -50,9 +49,11 @@ from largeattr import (
     UnknownAttribute,
     keys,
 )
+from largeattr.activities import SagaActivities
 from largeattr.devstack import EMULATOR_REGION, start_moto, stop_process
 from largeattr.setup import ensure_bucket, ensure_table
 from largeattr.transfer import MAX_OBJECT_SIZE, TransferConfig
+from largeattr.workflows import ALL_WORKFLOWS
 from tests.conftest import BUCKET, no_change, object_keys, raw_item
 from tests.faults import Faults, client_error
 from tests.invariants import (
@@ -62,7 +63,6 @@ from tests.invariants import (
     tally_module,  # noqa: F401 - autouse fixture
     terminate_if_running,
 )
-from workflows import ALL_WORKFLOWS
 
 HTML = b"<p>bad input must not reach S3</p>"
 

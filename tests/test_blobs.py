@@ -28,9 +28,9 @@ from largeattr import (
 from largeattr.config import AwsConfig
 from largeattr.messages import BlobInput, CreateItemInput
 from largeattr.transfer import MiB, TransferConfig, digest_bytes
+from largeattr.workflows import CreateItemWorkflow
 from tests.conftest import create_from_file, no_change, object_keys, open_uploads
 from tests.faults import Faults, client_error
-from workflows import CreateItemWorkflow
 
 
 def pattern(size: int, seed: int = 0) -> bytes:

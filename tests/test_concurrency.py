@@ -498,7 +498,7 @@ async def test_two_sagas_under_different_workflow_ids_do_not_dangle(
     pynamodb_mate revert race. A saga must refuse to run under an id other than its
     item's (or the clean-up must not delete what the item references)."""
     from largeattr.messages import BlobInput, UpdateItemInput
-    from workflows import UpdateItemWorkflow
+    from largeattr.workflows import UpdateItemWorkflow
 
     await la.create(table, "doc", {"html": A})
 

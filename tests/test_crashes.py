@@ -52,13 +52,13 @@ from largeattr import (
 )
 from largeattr.check import check_drift, check_storage
 from largeattr.transfer import MiB, TransferConfig
+from largeattr.workflows import CreateItemWorkflow
 from tests.conftest import create_from_file, object_keys, raw_item
 from tests.crash_support import (
     CrashWorkers,
     expire_lost_activities,
     restore_activity_options,
 )
-from workflows import CreateItemWorkflow
 
 NATURAL = os.environ.get("CRASH_NATURAL_TIMEOUTS", "") not in ("", "0")
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from temporalio.testing import ActivityEnvironment
 
-from activities.heartbeat import Beating
+from largeattr.activities.heartbeat import Beating
 
 
 def run_slow_step(env: ActivityEnvironment, report: dict[str, Any] | None) -> None:

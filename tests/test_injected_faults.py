@@ -43,6 +43,7 @@ from largeattr import (
     keys,
 )
 from largeattr.transfer import MiB
+from largeattr.workflows import CreateItemWorkflow
 from tests.conftest import create_from_file, no_change, object_keys, open_uploads, raw_item
 from tests.faults import Faults, Rule, client_error
 from tests.invariants import (
@@ -51,7 +52,6 @@ from tests.invariants import (
     tally_faults,  # noqa: F401 - autouse fixture
     tally_module,  # noqa: F401 - autouse fixture
 )
-from workflows import CreateItemWorkflow
 
 ENDPOINT = "http://127.0.0.1 (injected)"
 

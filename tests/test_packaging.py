@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-import worker
+from largeattr import worker
 from largeattr.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -39,7 +39,7 @@ def test_compose_commands_parse_with_our_cli() -> None:
     assert args.table == "largeattr-demo"
     assert args.large == "html,image"
     command = services["worker"]["command"]
-    assert command[:3] == ["python", "-m", "worker"]
+    assert command[:3] == ["python", "-m", "largeattr.worker"]
     parser = __import__("argparse").ArgumentParser()
     worker.add_arguments(parser)
     assert parser.parse_args(command[3:]).task_queue == "largeattr"

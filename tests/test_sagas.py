@@ -25,9 +25,9 @@ from largeattr import (
 )
 from largeattr.errors import AccessDenied, ItemTooLarge, UnknownAttribute
 from largeattr.messages import BlobInput, CreateItemInput, ItemResult
+from largeattr.workflows import CreateItemWorkflow
 from tests.conftest import no_change, object_keys, raw_item
 from tests.faults import Faults, client_error
-from workflows import CreateItemWorkflow
 
 HTML = b"<html><body>hello</body></html>"
 IMAGE = bytes(range(256)) * 40  # 10 KB

@@ -4,10 +4,10 @@ Deterministic, no I/O, no clocks but the workflow's own: every S3 and DynamoDB c
 activity (``activities/``).
 """
 
-from workflows.create import CreateItemWorkflow
-from workflows.delete import DeleteItemWorkflow
-from workflows.reconcile import CleanItemWorkflow, ReconcileWorkflow
-from workflows.update import UpdateItemWorkflow
+from largeattr.workflows.create import CreateItemWorkflow
+from largeattr.workflows.delete import DeleteItemWorkflow
+from largeattr.workflows.reconcile import CleanItemWorkflow, ReconcileWorkflow
+from largeattr.workflows.update import UpdateItemWorkflow
 
 ALL_WORKFLOWS = [
     CreateItemWorkflow,

@@ -9,8 +9,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.saga import SagaActivities
     from largeattr import keys
+    from largeattr.activities.saga import SagaActivities
     from largeattr.errors import ItemAlreadyExists, LargeAttrError
     from largeattr.messages import (
         CreateItemInput,
@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
         PutItemArgs,
         ReadItemArgs,
     )
-    from workflows.steps import (
+    from largeattr.workflows.steps import (
         BEFORE_PIVOT,
         DYNAMODB_CALL,
         PIVOT_CALL,

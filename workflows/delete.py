@@ -9,8 +9,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from activities.saga import SagaActivities
     from largeattr import keys
+    from largeattr.activities.saga import SagaActivities
     from largeattr.errors import LargeAttrError
     from largeattr.messages import (
         DeleteItemArgs,
@@ -19,7 +19,7 @@ with workflow.unsafe.imports_passed_through():
         PivotResult,
         ReadItemArgs,
     )
-    from workflows.steps import (
+    from largeattr.workflows.steps import (
         BEFORE_PIVOT,
         DYNAMODB_CALL,
         PIVOT_CALL,

@@ -18,8 +18,8 @@ from temporalio import workflow
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.saga import SagaActivities
     from largeattr import keys
+    from largeattr.activities.saga import SagaActivities
     from largeattr.messages import (
         CleanItemInput,
         CleanupResult,
@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
         ReconcileInput,
         ReconcileResult,
     )
-    from workflows.steps import UNTIL_DONE, plural
+    from largeattr.workflows.steps import UNTIL_DONE, plural
 
 #: Items cleaned at once by one pass.
 PARALLEL_ITEMS = 16

@@ -26,8 +26,8 @@ from temporalio.exceptions import (
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from activities.saga import SagaActivities
     from largeattr import keys, table
+    from largeattr.activities.saga import SagaActivities
     from largeattr.errors import (
         BUSINESS_ERROR_NAMES,
         InvalidInput,

@@ -10,8 +10,8 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.saga import SagaActivities
     from largeattr import keys
+    from largeattr.activities.saga import SagaActivities
     from largeattr.errors import LargeAttrError
     from largeattr.messages import (
         ItemChanges,
@@ -20,7 +20,7 @@ with workflow.unsafe.imports_passed_through():
         UpdateItemArgs,
         UpdateItemInput,
     )
-    from workflows.steps import (
+    from largeattr.workflows.steps import (
         BEFORE_PIVOT,
         DYNAMODB_CALL,
         PIVOT_CALL,
