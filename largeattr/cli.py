@@ -44,13 +44,13 @@ def _table(args: argparse.Namespace, **extra: Any) -> Any:
     )
 
 
-def _table_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--table", required=True, help="DynamoDB table name")
+def _table_arguments(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--table", required=required, help="DynamoDB table name")
     parser.add_argument("--partition-key", default="pk")
     parser.add_argument("--sort-key")
-    parser.add_argument("--bucket", required=True)
-    parser.add_argument("--prefix", required=True)
-    parser.add_argument("--large", required=True, help="large attributes, comma-separated")
+    parser.add_argument("--bucket", required=required)
+    parser.add_argument("--prefix", required=required)
+    parser.add_argument("--large", required=required, help="large attributes, comma-separated")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -86,13 +86,35 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_setup(args: argparse.Namespace) -> int:
     from largeattr.setup import setup
 
-    table = _table(args)
-    s3, dynamodb = _aws(args).clients()
-    # The client's region includes the profile's: the bucket must be created where it signs.
-    region = s3.meta.region_name
-    done = setup(s3, dynamodb, table, region, args.partition_key_type, args.sort_key_type)
-    for name, value in done.items():
-        print(f"{name}: {value}")
+    table_flags = {flag: getattr(args, flag) for flag in ("table", "bucket", "prefix", "large")}
+    if not any(table_flags.values()) and not args.search_attributes:
+        raise InvalidInput(
+            "give --table, --bucket, --prefix and --large to set up a table, and/or "
+            "--search-attributes to register the search attributes on Temporal"
+        )
+    if any(table_flags.values()):
+        missing = [f"--{flag}" for flag, value in table_flags.items() if not value]
+        if missing:
+            raise InvalidInput(f"setting up a table needs {', '.join(missing)} too")
+        table = _table(args)
+        s3, dynamodb = _aws(args).clients()
+        # The client's region includes the profile's: the bucket must be created where it signs.
+        region = s3.meta.region_name
+        done = setup(s3, dynamodb, table, region, args.partition_key_type, args.sort_key_type)
+        for name, value in done.items():
+            print(f"{name}: {value}")
+    if args.search_attributes:
+        from largeattr.config import connect_temporal
+        from largeattr.search_attributes import SEARCH_ATTRIBUTES
+        from largeattr.setup import ensure_search_attributes
+
+        async def register() -> tuple[str, dict[str, str]]:
+            temporal = await connect_temporal(args.address, args.namespace)
+            return temporal.namespace, await ensure_search_attributes(temporal)
+
+        namespace, registered = asyncio.run(register())
+        for name, state in registered.items():
+            print(f"search attribute {name} ({SEARCH_ATTRIBUTES[name]}) on {namespace}: {state}")
     return 0
 
 
@@ -249,10 +271,22 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_arguments(work)
     work.set_defaults(run=cmd_worker)
 
-    setup = commands.add_parser("setup", help="create the table, bucket and lifecycle rules")
-    _table_arguments(setup)
+    setup = commands.add_parser(
+        "setup",
+        help="create the table, bucket and lifecycle rules; with --search-attributes, "
+        "register the search attributes the Web UI filters sagas by",
+    )
+    _table_arguments(setup, required=False)
     setup.add_argument("--partition-key-type", default="S", choices=["S", "N", "B"])
     setup.add_argument("--sort-key-type", default="S", choices=["S", "N", "B"])
+    setup.add_argument(
+        "--search-attributes",
+        action="store_true",
+        help="register LaTable, LaItem, LaOperation, LaOutcome, LaBytesWritten on the "
+        "Temporal namespace (operator API; idempotent)",
+    )
+    setup.add_argument("--address", help="Temporal address (default: env config, then local)")
+    setup.add_argument("--namespace", help="Temporal namespace (default: env config, default)")
     _aws_arguments(setup)
     setup.set_defaults(run=cmd_setup)
 

@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from urllib.parse import quote
 
 from largeattr.config import AwsConfig
 from largeattr.errors import LargeAttrError
+from largeattr.search_attributes import SEARCH_ATTRIBUTES
 
 HOST = "127.0.0.1"
 #: Test credentials for the emulator (it accepts any).
@@ -153,10 +154,13 @@ def start_temporal(
     ui: bool = True,
     extra_args: Sequence[str] = (),
     log: Path | None = None,
+    search_attributes: Mapping[str, str] = SEARCH_ATTRIBUTES,
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    """``temporal server start-dev`` on 127.0.0.1 with SQLite in WAL mode (DESIGN.md)."""
+    """``temporal server start-dev`` on 127.0.0.1 with SQLite in WAL mode (DESIGN.md), our
+    custom search attributes registered (a saga that upserts an unregistered one fails)."""
     port = free_port(port)
     ui_port = free_port(ui_port) if ui else 0
+    registered = (f"{name}={kind}" for name, kind in search_attributes.items())
     data_dir.mkdir(parents=True, exist_ok=True)
     command = [
         temporal_binary(),
@@ -169,6 +173,7 @@ def start_temporal(
         "--sqlite-pragma", "synchronous=normal",
         "--log-level", "warn",
         *(["--ui-port", str(ui_port)] if ui else ["--headless"]),
+        *(arg for pair in registered for arg in ("--search-attribute", pair)),
         *extra_args,
     ]  # fmt: skip
     out = open(log or data_dir / "temporal.log", "ab")  # noqa: SIM115 - owned by the process

@@ -1,4 +1,5 @@
-"""Create what a table needs: the DynamoDB table, the bucket, and a lifecycle rule.
+"""Create what a table needs: the DynamoDB table, the bucket, and a lifecycle rule; and
+register on a Temporal namespace the search attributes the Web UI filters sagas by.
 
 The lifecycle rule removes what no saga will ever finish: multipart uploads left behind
 by a crashed uploader (``AbortIncompleteMultipartUpload``) and staged streams under
@@ -7,19 +8,29 @@ by a crashed uploader (``AbortIncompleteMultipartUpload``) and staged streams un
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.service import RPCError, RPCStatusCode
 
 from largeattr import keys
-from largeattr.errors import InvalidInput
+from largeattr.errors import InvalidInput, LargeAttrError
+from largeattr.search_attributes import SEARCH_ATTRIBUTES
 from largeattr.storage import error_code, reraise
 from largeattr.table import LargeAttrTable
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from temporalio.client import Client
 
 KEY_TYPES = {"S", "N", "B"}
 
@@ -131,3 +142,98 @@ def setup(
         "bucket_created": ensure_bucket(s3, table.bucket, region),
         "lifecycle_rules": [rule["ID"] for rule in install_lifecycle(s3, table)],
     }
+
+
+class SearchAttributeConflict(LargeAttrError):
+    """A search attribute of ours is registered with another type on the namespace."""
+
+
+class SearchAttributesNotRegistered(LargeAttrError):
+    """The Temporal operator API refused to register our search attributes."""
+
+
+def _indexed_value_type(kind: str) -> IndexedValueType.ValueType:
+    """Keyword, KeywordList... (as the CLI spells types) -> the IndexedValueType enum."""
+    return IndexedValueType.Value(
+        "INDEXED_VALUE_TYPE_" + re.sub(r"(?<!^)(?=[A-Z])", "_", kind).upper()
+    )
+
+
+async def _custom_search_attributes(
+    temporal: Client, namespace: str
+) -> dict[str, IndexedValueType.ValueType]:
+    listed = await temporal.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    return dict(listed.custom_attributes)
+
+
+def _check_types(
+    registered: Mapping[str, IndexedValueType.ValueType], wanted: Mapping[str, str], namespace: str
+) -> None:
+    for name, kind in wanted.items():
+        if name in registered and registered[name] != _indexed_value_type(kind):
+            have = IndexedValueType.Name(registered[name]).removeprefix("INDEXED_VALUE_TYPE_")
+            raise SearchAttributeConflict(
+                f"search attribute {name} is registered on namespace {namespace} as {have}, "
+                f"largeattr needs {kind}; a registered type cannot change: remove it "
+                f"(temporal operator search-attribute remove --name {name}) if nothing else "
+                "uses it, or use another namespace"
+            )
+
+
+def _create_commands(wanted: Mapping[str, str]) -> str:
+    """The ``temporal`` CLI commands that register ``wanted`` (one type per command)."""
+    by_type: dict[str, list[str]] = {}
+    for name, kind in wanted.items():
+        by_type.setdefault(kind, []).append(name)
+    return "; ".join(
+        "temporal operator search-attribute create "
+        + " ".join(f"--name {name}" for name in names)
+        + f" --type {kind}"
+        for kind, names in by_type.items()
+    )
+
+
+async def ensure_search_attributes(
+    temporal: Client,
+    namespace: str | None = None,
+    wanted: Mapping[str, str] = SEARCH_ATTRIBUTES,
+) -> dict[str, str]:
+    """Register our custom search attributes on the namespace through the operator API,
+    idempotently. Returns name -> "added" or "already registered"."""
+    namespace = namespace or temporal.namespace
+    try:
+        registered = await _custom_search_attributes(temporal, namespace)
+        _check_types(registered, wanted, namespace)
+        missing = {n: _indexed_value_type(k) for n, k in wanted.items() if n not in registered}
+        if missing:
+            try:
+                await temporal.operator_service.add_search_attributes(
+                    AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+                )
+            except RPCError as err:
+                # A concurrent setup won the race. Temporal's operator handler answers
+                # AlreadyExist, or InvalidArgument "... already exists" on older servers.
+                if not (
+                    err.status == RPCStatusCode.ALREADY_EXISTS or "already exists" in err.message
+                ):
+                    raise
+            # The SQL path skips a name that exists, whatever its type (operator_handler.go;
+            # seen on the dev server): read back what the namespace holds now.
+            registered = await _custom_search_attributes(temporal, namespace)
+            _check_types(registered, wanted, namespace)
+    except RPCError as err:
+        raise SearchAttributesNotRegistered(
+            f"could not register the search attributes on namespace {namespace}: "
+            f"{err.status.name if err.status else 'error'}: {err.message}; someone with admin "
+            f"rights on the cluster can add them: {_create_commands(wanted)}"
+        ) from None
+    absent = sorted(set(wanted) - set(registered))
+    if absent:
+        raise SearchAttributesNotRegistered(
+            f"namespace {namespace} still lacks {', '.join(absent)} after registering them; "
+            "check the server's search attribute limits (SQL visibility has a fixed number "
+            "per type)"
+        )
+    return {name: "added" if name in missing else "already registered" for name in wanted}
