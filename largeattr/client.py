@@ -30,7 +30,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
-from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -40,7 +45,7 @@ from temporalio.exceptions import (
     WorkflowAlreadyStartedError,
 )
 
-from largeattr import dynamo, keys
+from largeattr import dynamo, keys, search_attributes
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal
 from largeattr.errors import (
     BlobTooLarge,
@@ -458,6 +463,19 @@ class LargeAttrClient:
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
                     static_summary=summary[0],
                     static_details=summary[1],
+                    search_attributes=TypedSearchAttributes(
+                        [
+                            SearchAttributePair(search_attributes.TABLE, table.table_name),
+                            SearchAttributePair(
+                                search_attributes.ITEM, keys.item_path(table.spec, item_key)
+                            ),
+                            # The summary starts with the operation (see _summary).
+                            SearchAttributePair(
+                                search_attributes.OPERATION, summary[0].partition(" ")[0]
+                            ),
+                            SearchAttributePair(search_attributes.OUTCOME, "running"),
+                        ]
+                    ),
                 )
                 break
             except WorkflowAlreadyStartedError as err:
