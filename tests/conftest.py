@@ -8,10 +8,12 @@ AWS call fail, fail after committing, or stall.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from temporalio.client import Client
@@ -21,6 +23,7 @@ from largeattr.activities import SagaActivities
 from largeattr.devstack import (
     EMULATOR_AWS,
     EMULATOR_REGION,
+    Stack,
     connect_when_serving,
     start_moto,
     start_temporal,
@@ -32,6 +35,7 @@ from largeattr.sources import SourceRegistry
 from largeattr.transfer import MiB, TransferConfig
 from largeattr.worker import build_worker
 from tests.faults import Faults
+from tests.ui.browser import ARTIFACTS, Browser, unavailable
 
 BUCKET = "largeattr-tests"
 
@@ -42,10 +46,36 @@ def stack_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def temporal_address(stack_dir: Path) -> Iterator[str]:
-    process, port, _ = start_temporal(stack_dir / "temporal", port=None, ui=False)
-    yield f"127.0.0.1:{port}"
+def temporal_ports(stack_dir: Path) -> Iterator[tuple[int, int]]:
+    """The dev server's frontend and Web UI ports. Its Web UI (tests/test_web_ui.py) costs
+    the session nothing measurable: same start time, idle CPU and memory as --headless."""
+    process, port, ui_port = start_temporal(stack_dir / "temporal", port=None, ui_port=None)
+    yield port, ui_port
     stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def temporal_address(temporal_ports: tuple[int, int]) -> str:
+    return f"127.0.0.1:{temporal_ports[0]}"
+
+
+@pytest.fixture(scope="session")
+def web_ui(temporal_ports: tuple[int, int], aws: AwsConfig, stack_dir: Path) -> Stack:
+    """The session's servers as the demo sees them, for their Web UI links."""
+    port = urlsplit(str(aws.endpoint_url)).port
+    assert port is not None
+    return Stack(temporal_ports[0], temporal_ports[1], port, stack_dir)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Browser:
+    """Headless Chromium for the Web UI tests, installed by .ci/install-browser (run here
+    when missing and this machine can install it); skips, saying why, where it cannot."""
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    shutil.rmtree(ARTIFACTS, ignore_errors=True)  # the folder shows this run's pages only
+    return Browser(ARTIFACTS)
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,389 @@
+"""What an operator sees in the Temporal Web UI, in a real headless Chromium (tests/ui/): a
+committed, a compensated and a running saga, step by step, and the workflow list filtered
+by the search attributes the sagas carry; and those search attributes registered on the
+server, by the embedded stack and by ``largeattr setup --search-attributes``.
+
+Screenshots of every page are kept in test-artifacts/ui/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import (
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.client import Client, WorkflowHandle
+
+from largeattr import AwsConfig, ItemAlreadyExists, LargeAttrClient, LargeAttrTable
+from largeattr.cli import run as cli_run
+from largeattr.devstack import Stack, connect_when_serving, start_temporal, stop_process
+from largeattr.search_attributes import SEARCH_ATTRIBUTES
+from largeattr.setup import ensure_table
+from largeattr.transfer import TransferConfig
+from tests.conftest import BUCKET
+from tests.faults import Faults, Rule
+from tests.ui.browser import (
+    Browser,
+    activity_summaries,
+    event_rows,
+    list_rows,
+    list_steps,
+    list_url,
+    pending_rows,
+    text,
+    workflow_steps,
+)
+
+#: As ListSearchAttributes names the types of SEARCH_ATTRIBUTES.
+REGISTERED = {
+    "LaTable": "INDEXED_VALUE_TYPE_KEYWORD",
+    "LaItem": "INDEXED_VALUE_TYPE_KEYWORD",
+    "LaOperation": "INDEXED_VALUE_TYPE_KEYWORD",
+    "LaOutcome": "INDEXED_VALUE_TYPE_KEYWORD",
+    "LaBytesWritten": "INDEXED_VALUE_TYPE_INT",
+}
+
+
+async def registered(temporal: Client, namespace: str) -> dict[str, str]:
+    """Our search attributes registered on ``namespace``, with their types."""
+    listed = await temporal.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    return {
+        name: IndexedValueType.Name(kind)
+        for name, kind in listed.custom_attributes.items()
+        if name in REGISTERED
+    }
+
+
+# ---------------------------------------------------------------- search attributes
+
+
+async def test_the_embedded_stack_registers_the_search_attributes(temporal: Client) -> None:
+    assert set(SEARCH_ATTRIBUTES) == set(REGISTERED)
+    assert await registered(temporal, temporal.namespace) == REGISTERED
+
+
+@pytest.fixture(scope="module")
+def bare_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A dev server as a real cluster starts: none of our search attributes; a second
+    namespace ``other``."""
+    process, port, _ = start_temporal(
+        tmp_path_factory.mktemp("bare"),
+        port=None,
+        ui=False,
+        search_attributes={},
+        extra_args=["--namespace", "other"],
+    )
+    yield f"127.0.0.1:{port}"
+    stop_process(process)
+
+
+def registered_on(address: str, namespace: str) -> dict[str, str]:
+    async def look() -> dict[str, str]:
+        return await registered(await connect_when_serving(address), namespace)
+
+    return asyncio.run(look())
+
+
+def test_setup_registers_the_search_attributes_once(
+    bare_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["setup", "--search-attributes", "--address", bare_server]
+    assert registered_on(bare_server, "default") == {}
+    assert cli_run(argv) == 0
+    assert registered_on(bare_server, "default") == REGISTERED
+    first = capsys.readouterr().out.splitlines()
+    assert first == [
+        f"search attribute {name} ({kind}) on default: added"
+        for name, kind in SEARCH_ATTRIBUTES.items()
+    ]
+    assert cli_run(argv) == 0  # idempotent
+    second = capsys.readouterr().out.splitlines()
+    assert second == [line.replace("added", "already registered") for line in first]
+    assert registered_on(bare_server, "default") == REGISTERED
+    assert registered_on(bare_server, "other") == {}  # only the namespace asked for
+
+
+def test_setup_says_what_to_set_up(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_run(["setup"]) == 2
+    assert "--search-attributes to register the search attributes" in capsys.readouterr().err
+    assert cli_run(["setup", "--table", "t", "--search-attributes"]) == 2
+    assert "setting up a table needs --bucket, --prefix, --large too" in capsys.readouterr().err
+
+
+def test_setup_refuses_a_search_attribute_registered_with_another_type(
+    bare_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async def register_outcome_as_int() -> None:
+        temporal = await connect_when_serving(bare_server)
+        await temporal.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace="other",
+                search_attributes={"LaOutcome": IndexedValueType.INDEXED_VALUE_TYPE_INT},
+            )
+        )
+
+    asyncio.run(register_outcome_as_int())
+    argv = ["setup", "--search-attributes", "--address", bare_server, "--namespace", "other"]
+    assert cli_run(argv) == 2
+    error = capsys.readouterr().err
+    assert (
+        "SearchAttributeConflict: search attribute LaOutcome is registered on namespace other "
+        "as INT, largeattr needs Keyword" in error
+    )
+    # Nothing half-done: the others were not registered either.
+    assert registered_on(bare_server, "other") == {"LaOutcome": "INDEXED_VALUE_TYPE_INT"}
+
+
+# ---------------------------------------------------------------- the Web UI
+
+HTML = b"<p>hello</p>"
+IMAGE = b"\x89PNG" + b"x" * 11_996  # 12.0 KB: still inline
+
+
+@dataclass
+class Saga:
+    handle: WorkflowHandle[Any, Any]
+    url: str
+
+
+@dataclass
+class Shown:
+    """What the Web UI showed for this module's sagas, and the sagas themselves."""
+
+    table: LargeAttrTable
+    sagas: dict[str, Saga]
+    read: dict[str, list[dict[str, Any]]]
+    last_event: dict[str, int]
+
+
+#: The list page, filtered by each query ({table}: the module's table), and the sagas it
+#: must show. LaTable, LaItem and LaOperation are set when the client starts a saga.
+LIST_QUERIES: dict[str, tuple[str, set[str]]] = {
+    "by-workflow-id": (
+        'WorkflowId STARTS_WITH "largeattr/{table}/"',
+        {"committed", "compensated", "running"},
+    ),
+    "by-table": ('LaTable = "{table}"', {"committed", "compensated", "running"}),
+    "by-item": ('LaTable = "{table}" AND LaItem = "pk=running"', {"running"}),
+    "by-operation": (
+        'LaTable = "{table}" AND LaOperation = "create"',
+        {"committed", "compensated", "running"},
+    ),
+}
+
+
+async def until_listed(temporal: Client, query: str, run_ids: set[str]) -> None:
+    """Visibility is eventually consistent: wait until the server lists exactly these runs."""
+    deadline = time.monotonic() + 20
+    while True:
+        listed = {w.run_id async for w in temporal.list_workflows(query)}
+        if listed == run_ids:
+            return
+        assert time.monotonic() < deadline, f"{query}: listed {listed}, want {run_ids}"
+        await asyncio.sleep(0.2)
+
+
+async def last_event_id(handle: WorkflowHandle[Any, Any]) -> int:
+    history = await handle.fetch_history()
+    return history.events[-1].event_id
+
+
+@pytest.fixture(scope="module")
+async def shown(
+    browser: Browser,
+    web_ui: Stack,
+    temporal: Client,
+    task_queue: str,
+    aws: AwsConfig,
+    test_transfer: TransferConfig,
+    dynamodb: Any,
+    worker_faults: Faults,
+) -> Shown:
+    """Three sagas on a fresh table, then one browser run over their pages and the lists:
+    committed (create, two blobs); compensated (create whose item another writer creates
+    during the uploads: the pivot is refused, the uploads are deleted); running (its html
+    upload stalled while the browser looks)."""
+    name = f"t-ui-{uuid.uuid4().hex[:8]}"
+    table = LargeAttrTable(
+        table_name=name,
+        partition_key="pk",
+        large_attributes=("html", "image"),
+        bucket=BUCKET,
+        prefix=f"p/{name}",
+    )
+    ensure_table(dynamodb, table)
+    blobs = {"html": HTML, "image": IMAGE}
+    gate, stalled = threading.Event(), threading.Event()
+
+    def create_directly(_: dict[str, Any]) -> None:
+        dynamodb.put_item(TableName=name, Item={"pk": {"S": "compensated"}})
+
+    def stall(_: dict[str, Any]) -> None:
+        stalled.set()
+        gate.wait(60)
+
+    worker_faults.clear()
+    worker_faults.add(
+        Rule(
+            "PutItem",
+            "before",
+            1,
+            action=create_directly,
+            match=lambda p: p["Item"]["pk"] == {"S": "compensated"},
+        )
+    )
+    # Every attempt stalls (an attempt times out after SMALL_UPLOAD, and is retried).
+    worker_faults.add(
+        Rule(
+            "PutObject",
+            "before",
+            -1,
+            action=stall,
+            match=lambda p: "/pk=running/attr=html/" in p["Key"],
+        )
+    )
+    sagas: dict[str, Saga] = {}
+    async with LargeAttrClient(
+        temporal, task_queue=task_queue, aws=aws, transfer=test_transfer
+    ) as la:
+        try:
+            for key in ("running", "committed", "compensated"):
+                handle = await la.start_create(table, key, blobs=blobs)
+                sagas[key] = Saga(
+                    handle, web_ui.workflow_url(handle.id, handle.result_run_id or "")
+                )
+                if key == "committed":
+                    await la.result(handle)
+                elif key == "compensated":
+                    with pytest.raises(ItemAlreadyExists, match="created by another writer"):
+                        await la.result(handle)
+            assert await asyncio.to_thread(stalled.wait, 30), "the running saga never uploaded"
+            await until_only_stalled(sagas["running"].handle)
+            run_ids = {key: saga.handle.result_run_id or "" for key, saga in sagas.items()}
+            steps = []
+            last_event = {}
+            for key, saga in sagas.items():
+                last_event[key] = await last_event_id(saga.handle)
+                steps += workflow_steps(saga.url, key, last_event[key])
+            for query_name, (query, keys) in LIST_QUERIES.items():
+                query = query.format(table=name)
+                await until_listed(temporal, query, {run_ids[key] for key in keys})
+                url = list_url(web_ui.ui_url, temporal.namespace, query)
+                steps += list_steps(url, query_name, [run_ids[key] for key in sorted(keys)])
+            started = time.monotonic()
+            read = await asyncio.to_thread(browser.run, steps)
+            print(f"browser: {len(steps)} steps in {time.monotonic() - started:.1f}s")
+            for step, ms in browser.timings:
+                print(f"{ms:>6} ms {step}")
+        finally:
+            gate.set()
+            worker_faults.clear()
+        if "running" in sagas:
+            assert (await la.result(sagas["running"].handle)).version == 1
+    return Shown(table, sagas, read, last_event)
+
+
+async def until_only_stalled(handle: WorkflowHandle[Any, Any]) -> None:
+    """Until the running saga's history stops growing: the read and the image upload have
+    completed, the worker has answered, only the html upload is pending."""
+    deadline = time.monotonic() + 20
+    while True:
+        events = (await handle.fetch_history()).events
+        done = [e for e in events if e.HasField("activity_task_completed_event_attributes")]
+        if len(done) == 2 and events[-1].HasField("workflow_task_completed_event_attributes"):
+            return
+        assert time.monotonic() < deadline, "the running saga did not reach its stalled upload"
+        await asyncio.sleep(0.1)
+
+
+def test_a_committed_create_reads_as_its_steps(shown: Shown) -> None:
+    rows = event_rows(shown.read, "committed")
+    assert [row.event_id for row in rows] == list(range(1, shown.last_event["committed"] + 1))
+    assert text(shown.read, "committed-status") == "COMPLETED"
+    assert activity_summaries(rows) == [
+        ("largeattr.read_item", "read pk=committed"),
+        ("largeattr.upload_blob", "upload html (12 B, inline)"),
+        ("largeattr.upload_blob", "upload image (12.0 KB, inline)"),
+        ("largeattr.put_item", "pivot: put item (if absent)"),
+    ]
+    assert rows[0].event_type == "Workflow Execution Started"
+    assert rows[0].details["Summary"] == (
+        f"create {shown.table.table_name} pk=committed: html (12 B), image (12.0 KB)"
+    )
+    assert rows[-1].event_type == "Workflow Execution Completed"
+    assert text(shown.read, "committed-summary") == rows[0].details["Summary"]
+    assert text(shown.read, "committed-details").splitlines()[0] == (
+        f"create item pk=committed of table {shown.table.table_name}"
+    )
+
+
+def test_a_compensated_create_shows_its_compensation_and_the_reason(shown: Shown) -> None:
+    rows = event_rows(shown.read, "compensated")
+    assert [row.event_id for row in rows] == list(range(1, shown.last_event["compensated"] + 1))
+    assert text(shown.read, "compensated-status") == "FAILED"
+    assert activity_summaries(rows) == [
+        ("largeattr.read_item", "read pk=compensated"),
+        ("largeattr.upload_blob", "upload html (12 B, inline)"),
+        ("largeattr.upload_blob", "upload image (12.0 KB, inline)"),
+        ("largeattr.put_item", "pivot: put item (if absent)"),
+        ("largeattr.compensate", "compensate: delete 2 objects"),
+    ]
+    failed = rows[-1]
+    assert failed.event_type == "Workflow Execution Failed"
+    assert "created by another writer" in failed.details["Failure Message"]
+
+
+def test_a_running_saga_shows_the_step_it_waits_on(shown: Shown) -> None:
+    rows = event_rows(shown.read, "running")
+    assert [row.event_id for row in rows] == list(range(1, shown.last_event["running"] + 1))
+    assert text(shown.read, "running-status") == "RUNNING"
+    assert activity_summaries(rows) == [
+        ("largeattr.read_item", "read pk=running"),
+        ("largeattr.upload_blob", "upload html (12 B, inline)"),
+        ("largeattr.upload_blob", "upload image (12.0 KB, inline)"),
+    ]
+    completed = [row for row in rows if row.event_type == "Activity Task Completed"]
+    assert len(completed) == 2  # the read and the image; the html upload is stalled
+    assert text(shown.read, "running-pending").split() == ["Pending", "Activities", "1"]
+    (pending,) = pending_rows(shown.read, "running")
+    assert pending.attempt.startswith("ATTEMPT ")
+    assert pending.details["Activity Type"] == "largeattr.upload_blob"
+    scheduled = next(row for row in rows if row.event_id == pending.event_id)
+    assert scheduled.details["Summary"] == "upload html (12 B, inline)"
+    assert text(shown.read, "running-summary") == (
+        f"create {shown.table.table_name} pk=running: html (12 B), image (12.0 KB)"
+    )
+    # What the saga reports while it runs (workflow.set_current_details): nothing yet.
+    assert text(shown.read, "running-current-details") == "No Current Details"
+
+
+@pytest.mark.parametrize("query_name", list(LIST_QUERIES))
+def test_the_list_filtered_by_a_query_shows_these_sagas(shown: Shown, query_name: str) -> None:
+    _, keys = LIST_QUERIES[query_name]
+    status = {"committed": "COMPLETED", "compensated": "FAILED", "running": "RUNNING"}
+    want = sorted(
+        (status[key], shown.sagas[key].handle.id, shown.sagas[key].handle.result_run_id or "")
+        for key in keys
+    )
+    rows = list_rows(shown.read, query_name)
+    assert sorted((r["Status"], r["Workflow ID"], r["Run ID"]) for r in rows) == want
+    assert {r["Type"] for r in rows} == {"largeattr.CreateItem"}
+
+
+def test_screenshots_are_kept(shown: Shown, browser: Browser) -> None:
+    kept = {path.name for path in Path(browser.screenshots).glob("*.png")}
+    pages = [f"{key}-{page}.png" for key in shown.sagas for page in ("history", "user-metadata")]
+    assert set(pages + [f"{name}-list.png" for name in LIST_QUERIES]) <= kept
