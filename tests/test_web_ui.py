@@ -9,6 +9,8 @@ Screenshots of every page are kept in test-artifacts/ui/.
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import threading
 import time
 import uuid
@@ -33,6 +35,7 @@ from largeattr.setup import ensure_table
 from largeattr.transfer import TransferConfig
 from tests.conftest import BUCKET
 from tests.faults import Faults, Rule
+from tests.ui import browser as ui_browser
 from tests.ui.browser import (
     Browser,
     activity_summaries,
@@ -148,6 +151,22 @@ def test_setup_refuses_a_search_attribute_registered_with_another_type(
 
 
 # ---------------------------------------------------------------- the Web UI
+
+
+def test_the_browser_tests_skip_only_where_chromium_cannot_be_installed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(ui_browser, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # apt-get would need root
+    assert ui_browser.unavailable() == (
+        f"no Chromium at {tmp_path / 'no-chromium'} and no apt-get as root to install it: "
+        "run .ci/install-browser as root (Debian's chromium package)"
+    )
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    assert ui_browser.unavailable() == (
+        "node is not installed: the Web UI tests drive Chromium through playwright-core"
+    )
+
 
 HTML = b"<p>hello</p>"
 IMAGE = b"\x89PNG" + b"x" * 11_996  # 12.0 KB: still inline
