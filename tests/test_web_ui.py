@@ -189,7 +189,9 @@ class Shown:
 
 
 #: The list page, filtered by each query ({table}: the module's table), and the sagas it
-#: must show. LaTable, LaItem and LaOperation are set when the client starts a saga.
+#: must show. LaTable, LaItem and LaOperation are set when the client starts a saga; once
+#: the workflows upsert LaOutcome, add e.g. "by-outcome-compensated":
+#: ('LaTable = "{table}" AND LaOutcome = "compensated"', {"compensated"}).
 LIST_QUERIES: dict[str, tuple[str, set[str]]] = {
     "by-workflow-id": (
         'WorkflowId STARTS_WITH "largeattr/{table}/"',
@@ -232,9 +234,9 @@ async def shown(
     worker_faults: Faults,
 ) -> Shown:
     """Three sagas on a fresh table, then one browser run over their pages and the lists:
-    committed (create, two blobs); compensated (create whose item another writer creates
-    during the uploads: the pivot is refused, the uploads are deleted); running (its html
-    upload stalled while the browser looks)."""
+    committed (create, two blobs); compensated (another writer creates the item between the
+    uploads and the pivot: the pivot is refused, the uploads are deleted); running (its
+    html upload stalled while the browser looks)."""
     name = f"t-ui-{uuid.uuid4().hex[:8]}"
     table = LargeAttrTable(
         table_name=name,
@@ -252,7 +254,7 @@ async def shown(
 
     def stall(_: dict[str, Any]) -> None:
         stalled.set()
-        gate.wait(60)
+        gate.wait(120)  # released once the browser is done
 
     worker_faults.clear()
     worker_faults.add(
