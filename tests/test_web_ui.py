@@ -44,6 +44,7 @@ from tests.ui.browser import (
     list_steps,
     list_url,
     pending_rows,
+    search_attributes,
     text,
     workflow_steps,
 )
@@ -330,6 +331,11 @@ async def until_only_stalled(handle: WorkflowHandle[Any, Any]) -> None:
         await asyncio.sleep(0.1)
 
 
+def our_search_attributes(shown: Shown, name: str) -> dict[str, Any]:
+    """The search attributes of ours the page shows (the server adds BuildIds)."""
+    return {k: v for k, v in search_attributes(shown.read, name).items() if k.startswith("La")}
+
+
 def test_a_committed_create_reads_as_its_steps(shown: Shown) -> None:
     rows = event_rows(shown.read, "committed")
     assert [row.event_id for row in rows] == list(range(1, shown.last_event["committed"] + 1))
@@ -349,6 +355,12 @@ def test_a_committed_create_reads_as_its_steps(shown: Shown) -> None:
     assert text(shown.read, "committed-details").splitlines()[0] == (
         f"create item pk=committed of table {shown.table.table_name}"
     )
+    assert our_search_attributes(shown, "committed") == {
+        "LaTable": shown.table.table_name,
+        "LaItem": "pk=committed",
+        "LaOperation": "create",
+        "LaOutcome": "running",  # as the client started it: nothing upserts the outcome yet
+    }
 
 
 def test_a_compensated_create_shows_its_compensation_and_the_reason(shown: Shown) -> None:
@@ -365,6 +377,12 @@ def test_a_compensated_create_shows_its_compensation_and_the_reason(shown: Shown
     failed = rows[-1]
     assert failed.event_type == "Workflow Execution Failed"
     assert "created by another writer" in failed.details["Failure Message"]
+    assert our_search_attributes(shown, "compensated") == {
+        "LaTable": shown.table.table_name,
+        "LaItem": "pk=compensated",
+        "LaOperation": "create",
+        "LaOutcome": "running",  # as the client started it: nothing upserts the outcome yet
+    }
 
 
 def test_a_running_saga_shows_the_step_it_waits_on(shown: Shown) -> None:
@@ -389,6 +407,12 @@ def test_a_running_saga_shows_the_step_it_waits_on(shown: Shown) -> None:
     )
     # What the saga reports while it runs (workflow.set_current_details): nothing yet.
     assert text(shown.read, "running-current-details") == "No Current Details"
+    assert our_search_attributes(shown, "running") == {
+        "LaTable": shown.table.table_name,
+        "LaItem": "pk=running",
+        "LaOperation": "create",
+        "LaOutcome": "running",
+    }
 
 
 @pytest.mark.parametrize("query_name", list(LIST_QUERIES))
@@ -406,5 +430,6 @@ def test_the_list_filtered_by_a_query_shows_these_sagas(shown: Shown, query_name
 
 def test_screenshots_are_kept(shown: Shown, browser: Browser) -> None:
     kept = {path.name for path in Path(browser.screenshots).glob("*.png")}
-    pages = [f"{key}-{page}.png" for key in shown.sagas for page in ("history", "user-metadata")]
+    tabs = ("history", "user-metadata", "search-attributes")
+    pages = [f"{key}-{tab}.png" for key in shown.sagas for tab in tabs]
     assert set(pages + [f"{name}-list.png" for name in LIST_QUERIES]) <= kept

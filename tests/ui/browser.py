@@ -28,6 +28,8 @@ Step = dict[str, Any]
 
 EVENT_ROW = "[data-testid=event-summary-row]"
 PENDING_ROW = "[data-testid=pending-activity-summary-row]"
+#: The Search Attributes tab shows them as one JSON document (a CodeMirror view).
+SEARCH_ATTRIBUTES_JSON = '.cm-content:has-text("LaTable")'
 LIST_ROW = "[data-testid=workflows-summary-configurable-table-row]"
 LIST_HEADER = "[data-testid^=workflows-summary-table-header-cell-]"
 
@@ -109,9 +111,10 @@ class Browser:
 def workflow_steps(url: str, name: str, last_event_id: int) -> list[Step]:
     """A workflow's page (``url``: its history, as ``Stack.workflow_url`` gives it): the
     status, every event row and the pending activities' rows, then the User Metadata tab
-    (summary, details, current details). Reads ``{name}-status``, ``{name}-events``,
-    ``{name}-pending`` (the tab), ``{name}-pending-rows``, ``{name}-summary``,
-    ``{name}-details``, ``{name}-current-details``."""
+    (summary, details, current details), then the Search Attributes tab. Reads
+    ``{name}-status``, ``{name}-events``, ``{name}-pending`` (the tab),
+    ``{name}-pending-rows``, ``{name}-summary``, ``{name}-details``,
+    ``{name}-current-details``, ``{name}-search-attributes``."""
     return [
         {"goto": url},
         # Every event the server had when the test looked is on the page.
@@ -127,6 +130,10 @@ def workflow_steps(url: str, name: str, last_event_id: int) -> list[Step]:
             for part in ("summary", "details", "current-details")
         ),
         {"screenshot": f"{name}-user-metadata"},
+        {"click": "[data-testid=search-attributes-tab]"},
+        {"wait": SEARCH_ATTRIBUTES_JSON},
+        {"read": SEARCH_ATTRIBUTES_JSON, "as": f"{name}-search-attributes"},
+        {"screenshot": f"{name}-search-attributes"},
     ]
 
 
@@ -199,6 +206,12 @@ def text(read: dict[str, list[dict[str, Any]]], name: str) -> str:
     """The text of the one element read as ``name``, blank lines squeezed."""
     (element,) = read[name]
     return "\n".join(line.strip() for line in element["text"].splitlines() if line.strip())
+
+
+def search_attributes(read: dict[str, list[dict[str, Any]]], name: str) -> dict[str, Any]:
+    """The search attributes the workflow page's Search Attributes tab shows."""
+    shown: dict[str, Any] = json.loads(text(read, f"{name}-search-attributes"))
+    return shown
 
 
 def list_rows(read: dict[str, list[dict[str, Any]]], name: str) -> list[dict[str, str]]:
