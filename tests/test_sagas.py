@@ -24,6 +24,7 @@ from largeattr import (
     keys,
 )
 from largeattr.errors import AccessDenied, ItemTooLarge, UnknownAttribute
+from largeattr.failures import with_our_failures
 from largeattr.messages import BlobInput, CreateItemInput, ItemResult
 from largeattr.workflows import CreateItemWorkflow
 from tests.conftest import no_change, object_keys, raw_item
@@ -473,6 +474,17 @@ async def test_plain_temporal_client_with_public_input_types(
             task_queue=task_queue,
         )
     assert getattr(failure.value.cause, "type", None) == "ItemAlreadyExists"
+    # With largeattr's failure converter, the same failure is the class itself.
+    ours = with_our_failures(temporal)
+    with pytest.raises(WorkflowFailureError) as typed:
+        await ours.execute_workflow(
+            CreateItemWorkflow.run,
+            CreateItemInput(table=table.spec, key=table.key("direct")),
+            id=table.workflow_id("direct"),
+            task_queue=task_queue,
+        )
+    assert isinstance(typed.value.cause, ItemAlreadyExists)
+    assert "already exists (version 1)" in typed.value.cause.message
 
 
 @pytest.mark.parametrize(
