@@ -10,6 +10,8 @@ import pytest
 from largeattr import InvalidInput, InvalidKey, LargeAttrTable, UnknownAttribute, keys
 from largeattr.messages import TableSpec
 
+pytestmark = pytest.mark.unit
+
 SHA = "ab" * 32
 
 

@@ -10,6 +10,8 @@ import yaml
 from largeattr import worker
 from largeattr.cli import build_parser
 
+pytestmark = pytest.mark.unit
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

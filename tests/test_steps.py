@@ -11,6 +11,8 @@ from largeattr import AwsConfig, LargeAttrTable, Storage
 from largeattr.steps import StepByStep
 from tests.conftest import object_keys
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def resource_table(aws: AwsConfig, table: LargeAttrTable) -> Any:

@@ -32,6 +32,8 @@ from tests.conftest import BUCKET, open_uploads
 from tests.faults import Faults
 from tests.test_blobs import pattern
 
+pytestmark = pytest.mark.unit
+
 FIVE_MIB = TransferConfig(multipart_threshold=6 * MiB, part_size=5 * MiB, max_concurrency=1)
 EIGHT_MIB = dataclasses.replace(FIVE_MIB, part_size=8 * MiB)
 BLOB = BlobInput(attribute="html")
