@@ -634,23 +634,40 @@ class Phase:
     requests: dict[str, float]  # "service.Operation" -> requests per op
     moto_cpu_per_request_ms: float
     cpu_ms: dict[str, float]  # process -> CPU ms per op
+    others_pct: float  # the machine's CPU used by processes outside the benchmark
     history_bytes: float | None = None
     history_events: float | None = None
     samples: list[Sample] = field(default_factory=list)
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has been busy (all cores, every process)."""
+    import psutil
+
+    t = psutil.cpu_times()
+    return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
 
 
 def measure(
     child: Child,
     command: dict[str, Any],
     procs: dict[str, Proc],
+    everything: Proc,
     counter: Counter,
     timeout: float,
 ) -> Phase:
+    """One phase; ``everything`` is the driver with all its children (the whole benchmark),
+    so the rest of the machine's busy time is what others ran meanwhile."""
+    import psutil
+
     counter.reset()
-    for proc in procs.values():
+    for proc in [*procs.values(), everything]:
         proc.start()
+    machine, wall = machine_busy(), time.perf_counter()
     result = child.call(command, timeout)
     cpu = {name: proc.spent() for name, proc in procs.items()}
+    others = machine_busy() - machine - everything.spent()
+    wall = time.perf_counter() - wall
     counts = counter.read()
     n = max(1, command["n"])
     latencies = result["latencies"] or [float("nan")]
@@ -667,6 +684,7 @@ def measure(
         moto_cpu_per_request_ms=moto_cpu / total_requests * 1000 if total_requests else 0.0,
         cpu_ms={name: seconds * 1000 / n for name, seconds in cpu.items()},
         samples=[(str(wid), str(run)) for wid, run in result["samples"]],
+        others_pct=max(0.0, others) / (wall * (psutil.cpu_count() or 1)) * 100,
     )
 
 
@@ -890,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
             "temporal": Proc("temporal", temporal.pid),
             "moto": Proc("moto", moto.pid),
         }
+        everything, counter = Proc("benchmark", os.getpid()), Counter(endpoint)
         workers = {"largeattr": Proc("worker", worker.pid)}
         workers[FLOOR] = Proc("worker", floor_worker_process.pid)
 
@@ -918,7 +937,7 @@ def main(argv: list[str] | None = None) -> int:
                     for op in ["empty"] if way == FLOOR else OPS:
                         step = {"op": op, "prefix": prefix, "n": n, "c": c}
                         phase = measure(
-                            runners[way], step, procs, Counter(endpoint), args.phase_timeout
+                            runners[way], step, procs, everything, counter, args.phase_timeout
                         )
                         if way in ("largeattr", FLOOR) and phase.samples:
                             sizes = asyncio.run(history_sizes(address, phase.samples))
@@ -973,6 +992,7 @@ def median_phase(phases: list[Phase]) -> dict[str, Any]:
         "cpu_ms": {name: med([p.cpu_ms.get(name) for p in phases]) for name in procs},
         "history_bytes": med([p.history_bytes for p in phases]),
         "history_events": med([p.history_events for p in phases]),
+        "others_pct": med([p.others_pct for p in phases]),
     }
 
 
@@ -991,11 +1011,14 @@ def report(
         return "-" if value is None else format(value, spec)
 
     print()
-    print(f"Medians over {args.rounds} round(s); CPU in ms per operation (psutil, whole phase).")
+    print(
+        f"Medians over {args.rounds} round(s); CPU in ms per operation (psutil, whole phase); "
+        "other% = the machine's CPU used outside this benchmark during the phase"
+    )
     header = (
         f"{'way':<14}{'op':<7}{'C':>4}{'ops/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'/direct':>8}"
         f"{'req/op':>7}{'temporal':>9}{'worker':>7}{'moto':>6}{'client':>7}{'total':>7}"
-        f"{'hist B':>8}{'events':>7}"
+        f"{'hist B':>8}{'events':>7}{'other%':>7}"
     )
     print(header)
     print("-" * len(header))
@@ -1019,6 +1042,7 @@ def report(
                     f"{fmt(cpu.get('temporal')):>9}{fmt(cpu.get('worker')):>7}"
                     f"{fmt(cpu.get('moto')):>6}{fmt(cpu.get('client')):>7}{total:>7.1f}"
                     f"{fmt(row['history_bytes'], '.0f'):>8}{fmt(row['history_events'], '.0f'):>7}"
+                    f"{fmt(row['others_pct'], '.0f'):>7}"
                 )
     print()
     print("Requests per operation at the endpoint (median over C and rounds), moto CPU/request:")
