@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from largeattr.errors import InvalidInput, SourceUnavailable
-from largeattr.transfer import IterableReader
+from largeattr.transfer.streams import IterableReader
 
 MEM = "mem:"
 FILE = "file:"
