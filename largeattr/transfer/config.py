@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 from largeattr.errors import InvalidInput
@@ -14,12 +14,25 @@ GiB = 1024 * MiB
 MAX_OBJECT_SIZE = 5 * 1024 * GiB
 MAX_PARTS = 10_000
 MIN_PART_SIZE = 5 * MiB
+MAX_PART_SIZE = 5 * GiB
 MAX_SINGLE_COPY = 5 * GiB
 
 MultipartChecksum = Literal["FULL_OBJECT", "COMPOSITE"]
 FULL_OBJECT: MultipartChecksum = "FULL_OBJECT"
 COMPOSITE: MultipartChecksum = "COMPOSITE"
 MULTIPART_CHECKSUMS: tuple[MultipartChecksum, ...] = (FULL_OBJECT, COMPOSITE)
+
+#: Each number field: (smallest, largest or None, what it counts), as s3transfer's
+#: TransferConfig checks its fields (s3transfer/manager.py, _validate_attrs_are_nonzero).
+_LIMITS: dict[str, tuple[int, int | None, str]] = {
+    "inline_threshold": (0, None, "bytes; 0 sends every non-empty blob by reference"),
+    "inline_total": (0, None, "inline bytes per saga; 0 sends every blob by reference"),
+    "multipart_threshold": (1, None, "bytes"),
+    "part_size": (1, MAX_PART_SIZE, "bytes; S3 takes parts of up to 5 GiB"),
+    "max_concurrency": (1, None, "parts in flight at once"),
+    "copy_threshold": (1, MAX_SINGLE_COPY, "bytes; S3's CopyObject takes up to 5 GiB"),
+    "copy_part_size": (1, MAX_PART_SIZE, "bytes; S3 takes parts of up to 5 GiB"),
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class TransferConfig:
     multipart_checksum: MultipartChecksum = FULL_OBJECT
 
     def __post_init__(self) -> None:
+        for name in (f.name for f in fields(self) if f.name in _LIMITS):
+            _check_number(name, getattr(self, name))
         if self.multipart_checksum not in MULTIPART_CHECKSUMS:
             raise InvalidInput(
                 f"TransferConfig.multipart_checksum is {self.multipart_checksum!r}; "
@@ -57,6 +72,19 @@ class TransferConfig:
         needed = -(-size // MAX_PARTS)
         part = max(self.part_size, MIN_PART_SIZE, needed)
         return -(-part // MiB) * MiB
+
+
+def _check_number(name: str, value: object) -> None:
+    smallest, largest, meaning = _LIMITS[name]
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and value >= smallest
+        and (largest is None or value <= largest)
+    ):
+        return
+    span = f"from {smallest:,} to {largest:,}" if largest else f"of at least {smallest:,}"
+    raise InvalidInput(f"TransferConfig.{name} is {value!r}; use a whole number {span} ({meaning})")
 
 
 def human_size(size: int | None) -> str:
