@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from temporalio import activity
 
 from largeattr.activities.heartbeat import Beating
+from largeattr.blobs import put_spec
 from largeattr.errors import SourceUnavailable
 from largeattr.messages import (
     CleanItemInput,
@@ -38,7 +39,9 @@ from largeattr.messages import (
 )
 from largeattr.sources import SourceRegistry
 from largeattr.storage import Storage
-from largeattr.transfer import TransferConfig, UploadProgress, digest_bytes, digest_reader
+from largeattr.transfer.config import TransferConfig
+from largeattr.transfer.digests import digest_bytes, digest_reader
+from largeattr.transfer.multipart import UploadProgress
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -89,7 +92,7 @@ class SagaActivities:
 
     @activity.defn(name="largeattr.read_item")
     def read_item(self, args: ReadItemArgs) -> ItemState:
-        return self.storage.read_item(args.table, args.key, args.changes)
+        return self.storage.items.read_item(args.table, args.key, args.changes)
 
     @activity.defn(name="largeattr.prepare_blob")
     def prepare_blob(self, args: PrepareBlobArgs) -> PreparedBlob:
@@ -106,7 +109,7 @@ class SagaActivities:
     def upload_blob(self, args: UploadBlobArgs) -> StoredBlob:
         """Write a blob to its final key: single PUT, or a multipart upload that resumes."""
         blob = args.blob
-        put = self.storage.put_spec(
+        put = put_spec(
             args.table,
             args.item_key,
             blob,
@@ -122,13 +125,15 @@ class SagaActivities:
                 raise SourceUnavailable(
                     f"inline bytes of {blob.attribute!r} do not match their sha256"
                 )
-            return self.storage.store(put, blob, prepared, lambda: io.BytesIO(data), args.saga_id)
+            return self.storage.blobs.store(
+                put, blob, prepared, lambda: io.BytesIO(data), args.saga_id
+            )
         if blob.source is None or args.prepared is None:
             raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
         source = blob.source
         progress = _resumed_progress()
         with self.sources.random_access(source) as read_part, Beating() as beat:
-            return self.storage.store(
+            return self.storage.blobs.store(
                 put,
                 blob,
                 args.prepared,
@@ -150,18 +155,18 @@ class SagaActivities:
                 f"the stream for {blob.attribute!r} failed part-way and cannot be read again; "
                 "pass a file or bytes to make the upload retryable"
             )
-        put = self.storage.put_spec(
+        put = put_spec(
             args.table, args.item_key, blob, args.staging_key, "", args.saga_id, args.updated_at
         )
         with self.sources.open(blob.source) as reader, Beating() as beat:
-            return self.storage.stage(
+            return self.storage.blobs.stage(
                 put, reader, UploadProgress(), lambda done: beat(_progress(done))
             )
 
     @activity.defn(name="largeattr.promote_blob")
     def promote_blob(self, args: PromoteBlobArgs) -> StoredBlob:
         """Server-side copy of a staged stream to its content-addressed key."""
-        put = self.storage.put_spec(
+        put = put_spec(
             args.table,
             args.item_key,
             args.blob,
@@ -171,7 +176,7 @@ class SagaActivities:
             args.updated_at,
         )
         with Beating():  # a server-side copy of many GiB reports nothing until it ends
-            return self.storage.promote(
+            return self.storage.blobs.promote(
                 args.staging_key, put, args.blob, args.prepared, args.saga_id
             )
 
@@ -179,35 +184,35 @@ class SagaActivities:
 
     @activity.defn(name="largeattr.put_item")
     def put_item(self, args: PutItemArgs) -> PivotResult:
-        return self.storage.put_item(args)
+        return self.storage.items.put_item(args)
 
     @activity.defn(name="largeattr.update_item")
     def update_item(self, args: UpdateItemArgs) -> PivotResult:
-        return self.storage.update_item(args)
+        return self.storage.items.update_item(args)
 
     @activity.defn(name="largeattr.delete_item")
     def delete_item(self, args: DeleteItemArgs) -> PivotResult:
-        return self.storage.delete_item(args)
+        return self.storage.items.delete_item(args)
 
     # ------------------------------------------------------------ after the pivot / undo
 
     @activity.defn(name="largeattr.delete_objects")
     def delete_objects(self, args: DeleteObjectsArgs) -> tuple[str, ...]:
-        return self.storage.delete_objects(args.bucket, args.keys)
+        return self.storage.cleanup.delete_objects(args.bucket, args.keys)
 
     @activity.defn(name="largeattr.compensate")
     def compensate(self, args: CompensateArgs) -> CleanupResult:
-        return self.storage.compensate(args)
+        return self.storage.cleanup.compensate(args)
 
     # ------------------------------------------------------------ reconcile
 
     @activity.defn(name="largeattr.find_orphans")
     def find_orphans(self, args: FindOrphansArgs) -> OrphanPage:
-        return self.storage.find_orphans(args)
+        return self.storage.cleanup.find_orphans(args)
 
     @activity.defn(name="largeattr.delete_unreferenced")
     def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
-        return self.storage.delete_unreferenced(args.table, args.item_key, args.keys)
+        return self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for ``Worker(activities=...)``."""

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from largeattr.read import BlobRef, Item
     from largeattr.storage import Storage
     from largeattr.table import LargeAttrTable
-    from largeattr.transfer import TransferConfig
+    from largeattr.transfer.config import TransferConfig
 
 # Imported on first use, so that importing a submodule (the workflow sandbox imports
 # largeattr.workflows for every run) does not load boto3 and the client.
@@ -67,7 +67,7 @@ _EXPORTS = {
     "SourceUnavailable": "largeattr.errors",
     "Storage": "largeattr.storage",
     "TableNotFound": "largeattr.errors",
-    "TransferConfig": "largeattr.transfer",
+    "TransferConfig": "largeattr.transfer.config",
     "UnknownAttribute": "largeattr.errors",
     "VersionConflict": "largeattr.errors",
 }

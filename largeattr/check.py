@@ -26,10 +26,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from largeattr import dynamo, keys
+from largeattr.aws_errors import is_not_found
 from largeattr.errors import InvalidInput
 from largeattr.messages import ItemKey, TableSpec
-from largeattr.storage import Storage, is_not_found
-from largeattr.transfer import list_uploads
+from largeattr.storage import Storage
+from largeattr.transfer.uploads import list_uploads
 
 SAGA_TYPES = frozenset({"largeattr.CreateItem", "largeattr.UpdateItem", "largeattr.DeleteItem"})
 _SHA_IN_KEY = re.compile(r"sha256=([0-9a-f]{64})")
@@ -202,7 +203,7 @@ async def check_drift(
                 last = execution
         if last is None:
             continue
-        raw = storage.get_item(spec, item_key)
+        raw = storage.items.get_item(spec, item_key)
         operation = last.workflow_type.rsplit(".", 1)[-1]
         if operation == "DeleteItem":
             if raw is not None:

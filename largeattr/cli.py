@@ -14,11 +14,12 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from largeattr import keys
+from largeattr.aws_errors import reraise
 from largeattr.config import AwsConfig, exit_now
 from largeattr.errors import InvalidInput, InvalidKey, ItemNotFound, LargeAttrError
 from largeattr.messages import TableSpec
 from largeattr.read import Reader
-from largeattr.storage import Storage, reraise
+from largeattr.storage import Storage
 
 
 def _aws_arguments(parser: argparse.ArgumentParser) -> None:

@@ -50,6 +50,7 @@ from largeattr.errors import (
     SagaFailed,
 )
 from largeattr.failures import with_our_failures
+from largeattr.items import size_after
 from largeattr.messages import (
     BlobInput,
     CreateItemInput,
@@ -64,9 +65,9 @@ from largeattr.messages import (
 )
 from largeattr.read import BlobRef, Item, Reader
 from largeattr.sources import SourceRegistry, is_stream
-from largeattr.storage import Storage, size_after
+from largeattr.storage import Storage
 from largeattr.table import KeyInput, LargeAttrTable
-from largeattr.transfer import MAX_OBJECT_SIZE, TransferConfig, human_size
+from largeattr.transfer.config import MAX_OBJECT_SIZE, TransferConfig, human_size
 
 OnBusy = Literal["wait", "fail"]
 

@@ -12,9 +12,6 @@ from typing import Any
 class LargeAttrError(Exception):
     """Base class of every error this package raises on purpose."""
 
-    #: True when nothing was written (or everything written was compensated).
-    nothing_written = True
-
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message

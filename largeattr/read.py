@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from largeattr import dynamo, keys
+from largeattr.aws_errors import error_code, reraise
 from largeattr.errors import InvalidInput, UnknownAttribute
 from largeattr.messages import BlobMeta, ItemKey, TableSpec
-from largeattr.storage import Storage, error_code, reraise
-from largeattr.transfer import iter_object
+from largeattr.storage import Storage
+from largeattr.transfer.download import iter_object
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -103,7 +104,7 @@ class Reader:
         return self.storage.s3
 
     def get(self, spec: TableSpec, key: ItemKey) -> Item | None:
-        raw = self.storage.get_item(spec, key)
+        raw = self.storage.items.get_item(spec, key)
         return item_from_low_level(spec, raw) if raw else None
 
     def iter_chunks(

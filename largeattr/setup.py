@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from largeattr import keys
+from largeattr.aws_errors import error_code, reraise
 from largeattr.errors import InvalidInput
-from largeattr.storage import error_code, reraise
 from largeattr.table import LargeAttrTable
 
 if TYPE_CHECKING:

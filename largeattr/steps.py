@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from largeattr import dynamo, keys
+from largeattr.blobs import put_spec
 from largeattr.errors import InvalidInput
 from largeattr.messages import BlobInput, CleanupResult, CompensateArgs, StoredBlob
 from largeattr.storage import Storage
 from largeattr.table import KeyInput, LargeAttrTable
-from largeattr.transfer import digest_reader
+from largeattr.transfer.digests import digest_reader
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class PutBlobs:
     def clean_up_after_failure(self) -> CleanupResult:
         """The DynamoDB write failed: delete the objects this call wrote that the item, as
         it is now, does not reference. Objects that were already there are kept."""
-        return self.steps.storage.compensate(
+        return self.steps.storage.cleanup.compensate(
             CompensateArgs(
                 self.steps.table.spec,
                 self.key,
@@ -110,7 +111,7 @@ class PutBlobs:
             and uri
             and keys.owned_by(spec, uri)
         ]
-        return self.steps.storage.delete_objects(spec.bucket, stale)
+        return self.steps.storage.cleanup.delete_objects(spec.bucket, stale)
 
 
 @dataclass(frozen=True)
@@ -154,8 +155,8 @@ class StepByStep:
                 content_type=(content_types or {}).get(name, "application/octet-stream"),
             )
             object_key = keys.object_key(self.table.spec, item_key, name, prepared.sha256)
-            put = self.storage.put_spec(
+            put = put_spec(
                 self.table.spec, item_key, blob, object_key, prepared.sha256, saga_id, updated_at
             )
-            stored.append(self.storage.store(put, blob, prepared, opener, saga_id))
+            stored.append(self.storage.blobs.store(put, blob, prepared, opener, saga_id))
         return PutBlobs(self, item_key, tuple(stored), saga_id, tuple(removed))

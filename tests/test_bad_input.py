@@ -279,7 +279,7 @@ async def test_bad_input_is_refused_and_nothing_is_written(
     err = raised.value
     assert type(err) is case.error, f"{type(err).__name__}: {err}"
     # "Nothing written" is checked on the tables and the bucket by nothing_written() and
-    # no_change() above (LargeAttrError.nothing_written is a class constant, always True).
+    # no_change() above.
     assert re.search(case.match, str(err), re.IGNORECASE), str(err)
     await assert_invariants(s3, dynamodb, temporal, ctx.table, ["existing"])
     await assert_invariants(s3, dynamodb, temporal, ctx.sk_table, [("existing", "1")])

@@ -22,6 +22,7 @@ from largeattr import (
     dynamo,
     keys,
 )
+from largeattr.blobs import object_metadata
 from largeattr.messages import (
     BlobMeta,
     DeleteItemArgs,
@@ -32,8 +33,7 @@ from largeattr.messages import (
     UpdateItemArgs,
     UpdateItemInput,
 )
-from largeattr.storage import object_metadata
-from largeattr.transfer import PutSpec, put_small
+from largeattr.transfer.put import PutSpec, put_small
 from tests.conftest import BUCKET
 
 pytestmark = pytest.mark.unit
@@ -61,7 +61,7 @@ def create(
     saga: str = "saga-1",
     expected: ItemState = ABSENT,
 ) -> PivotResult:
-    return storage.put_item(
+    return storage.items.put_item(
         PutItemArgs(
             table.spec, table.key("doc"), {"title": {"S": saga}}, blobs, expected, saga, NOW
         )
@@ -77,12 +77,12 @@ def update_args(
     **changes: Any,
 ) -> UpdateItemArgs:
     request = UpdateItemInput(table.spec, table.key("doc"), **changes)
-    read = expected or storage.read_item(table.spec, table.key("doc"))
+    read = expected or storage.items.read_item(table.spec, table.key("doc"))
     return UpdateItemArgs(table.spec, request, blobs, read, saga, NOW)
 
 
 def state(storage: Storage, table: LargeAttrTable) -> ItemState:
-    return storage.read_item(table.spec, table.key("doc"))
+    return storage.items.read_item(table.spec, table.key("doc"))
 
 
 def outside_write(dynamodb: Any, table: LargeAttrTable, expression: str, **values: Any) -> None:
@@ -163,7 +163,7 @@ def test_update_pivot_replaces_a_blob_and_sets_an_attribute(
     args = update_args(
         storage, table, "saga-2", (new_html,), set_attributes={"title": dynamo.to_wire("v2")}
     )
-    assert storage.update_item(args) == PivotResult(version=2, superseded=(old_html.uri,))
+    assert storage.items.update_item(args) == PivotResult(version=2, superseded=(old_html.uri,))
     now = state(storage, table)
     assert now.refs == {"html": new_html.uri, "image": image.uri}
     assert set(now.meta) == {"html", "image"}
@@ -177,7 +177,7 @@ def test_update_pivot_removing_a_blob_supersedes_it(
     html, image = stored(table, "html", b"h"), stored(table, "image", b"i")
     create(storage, table, (html, image))
     args = update_args(storage, table, "saga-2", remove_blobs=("image",))
-    assert storage.update_item(args) == PivotResult(version=2, superseded=(image.uri,))
+    assert storage.items.update_item(args) == PivotResult(version=2, superseded=(image.uri,))
     now = state(storage, table)
     assert now.refs == {"html": html.uri}
     assert set(now.meta) == {"html"}
@@ -191,7 +191,7 @@ def test_update_supersedes_what_the_item_held_not_what_was_read(
     sneaked = stored(table, "html", b"sneaked in")
     outside_write(dynamodb, table, "SET html = :uri", uri={"S": sneaked.uri})
     args = update_args(storage, table, "saga-2", (stored(table, "html", b"new"),), read)
-    assert storage.update_item(args).superseded == (sneaked.uri,)
+    assert storage.items.update_item(args).superseded == (sneaked.uri,)
 
 
 def test_update_of_a_changed_item_is_a_version_conflict(
@@ -202,7 +202,7 @@ def test_update_of_a_changed_item_is_a_version_conflict(
     outside_write(dynamodb, table, "SET la_version = :v", v={"N": "7"})
     args = update_args(storage, table, "saga-2", (stored(table, "html", b"v2"),), read)
     with pytest.raises(VersionConflict) as conflict:
-        storage.update_item(args)
+        storage.items.update_item(args)
     assert conflict.value.details == {"expected": 1, "found": 7}
 
 
@@ -213,7 +213,7 @@ def test_update_of_a_deleted_item_is_item_not_found(
     args = update_args(storage, table, "saga-2", set_attributes={"title": dynamo.to_wire("x")})
     dynamodb.delete_item(TableName=table.table_name, Key={"pk": {"S": "doc"}})
     with pytest.raises(ItemNotFound):
-        storage.update_item(args)
+        storage.items.update_item(args)
     assert not state(storage, table).exists  # an update never upserts
 
 
@@ -223,8 +223,8 @@ def test_a_retried_update_pivot_recognises_its_own_write(
     old_html = stored(table, "html", b"old")
     create(storage, table, (old_html,))
     args = update_args(storage, table, "saga-2", (stored(table, "html", b"new"),))
-    first = storage.update_item(args)
-    assert storage.update_item(args) == first == PivotResult(2, (old_html.uri,))
+    first = storage.items.update_item(args)
+    assert storage.items.update_item(args) == first == PivotResult(2, (old_html.uri,))
     assert state(storage, table).version == 2
 
 
@@ -238,7 +238,7 @@ def test_delete_pivot_supersedes_the_objects_the_table_owns(
     elsewhere = StoredBlob("image", "another-bucket", "x/y", BlobMeta(1, "0" * 64, "image/png"))
     create(storage, table, (html, elsewhere))
     args = DeleteItemArgs(table.spec, table.key("doc"), state(storage, table), "saga-2")
-    assert storage.delete_item(args) == PivotResult(version=1, superseded=(html.uri,))
+    assert storage.items.delete_item(args) == PivotResult(version=1, superseded=(html.uri,))
     assert not state(storage, table).exists
 
 
@@ -249,7 +249,7 @@ def test_delete_of_a_changed_item_is_a_version_conflict(
     read = state(storage, table)
     outside_write(dynamodb, table, "SET la_version = :v", v={"N": "2"})
     with pytest.raises(VersionConflict):
-        storage.delete_item(DeleteItemArgs(table.spec, table.key("doc"), read, "saga-2"))
+        storage.items.delete_item(DeleteItemArgs(table.spec, table.key("doc"), read, "saga-2"))
     assert state(storage, table).exists
 
 
@@ -259,8 +259,8 @@ def test_a_retried_delete_pivot_finds_the_item_gone(
     html = stored(table, "html", b"h")
     create(storage, table, (html,))
     args = DeleteItemArgs(table.spec, table.key("doc"), state(storage, table), "saga-2")
-    first = storage.delete_item(args)
-    assert storage.delete_item(args) == first == PivotResult(1, (html.uri,))
+    first = storage.items.delete_item(args)
+    assert storage.items.delete_item(args) == first == PivotResult(1, (html.uri,))
 
 
 # ---------------------------------------------------------------- S3
@@ -294,11 +294,11 @@ def test_delete_objects_counts_missing_keys_as_deleted(
 ) -> None:
     present, missing = put_spec(table), f"{table.prefix}/unit/never-written"
     put_small(s3, present, b"x", sha(b"x"))
-    deleted = storage.delete_objects(BUCKET, [present.key, missing, present.key])
+    deleted = storage.cleanup.delete_objects(BUCKET, [present.key, missing, present.key])
     assert deleted == (present.key, missing)
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{table.prefix}/unit/")
     assert listed.get("Contents", []) == []
 
 
 def test_delete_objects_in_a_missing_bucket_has_nothing_to_do(storage: Storage) -> None:
-    assert storage.delete_objects(f"no-such-{uuid.uuid4().hex[:8]}", ["a"]) == ("a",)
+    assert storage.cleanup.delete_objects(f"no-such-{uuid.uuid4().hex[:8]}", ["a"]) == ("a",)
