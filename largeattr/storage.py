@@ -139,9 +139,13 @@ def translate(err: Exception, *, table: str = "", bucket: str = "") -> Exception
     status = err.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
     if code in _ACCESS_CODES or status == 403 or code == "403":
         # A HEAD request's 403 has no body, so no code: botocore reports it as "403".
+        # Name only what the call used: an S3-only call has no table.
+        used = " and ".join(
+            f"{kind} {name!r}" for kind, name in (("table", table), ("bucket", bucket)) if name
+        )
         return AccessDenied(
             f"AWS refused the request ({code}: {message}); check the credentials and that "
-            f"they may use table {table!r} and bucket {bucket!r}"
+            f"they may use {used or 'this resource'}"
         )
     if code == "ValidationException":
         if "size" in message.lower() and "exceed" in message.lower():
@@ -769,6 +773,8 @@ class Storage:
         aborted = 0
         try:
             for key in dict.fromkeys(args.keys):
+                if not keys.owns_key(spec, key):
+                    continue  # not a key of this table: never ours to delete
                 aborted += abort_uploads(self.s3, spec.bucket, key)
                 if key in referenced:
                     kept.append(key)
@@ -782,6 +788,8 @@ class Storage:
                 else:
                     kept.append(key)  # identical content another saga wrote: not ours
             for key in dict.fromkeys(args.staging_keys):
+                if not keys.owns_key(spec, key):
+                    continue
                 aborted += abort_uploads(self.s3, spec.bucket, key)
                 if self._head(spec.bucket, key) is not None:
                     self.s3.delete_object(Bucket=spec.bucket, Key=key)
@@ -808,7 +816,7 @@ class Storage:
         }
         if args.continuation_token:
             listing["ContinuationToken"] = args.continuation_token
-        staging = f"{spec.prefix}/{keys.STAGING_SEGMENT}/"
+        staging = keys.staging_prefix(spec)
         table = keys.escape(spec.table_name)
 
         def hashed_as(item_key: ItemKey) -> str | None:
@@ -822,6 +830,11 @@ class Storage:
             unattributed: list[str] = []
             for obj in page.get("Contents", []):
                 if (now - obj["LastModified"]).total_seconds() < args.grace_seconds:
+                    continue
+                if not keys.owns_key(spec, obj["Key"]):
+                    # Another table's is not ours to judge; anything else is only reported.
+                    if not keys.in_a_table_folder(spec, obj["Key"]):
+                        unattributed.append(obj["Key"])
                     continue
                 if args.staged_only and not obj["Key"].startswith(staging):
                     continue
@@ -847,6 +860,11 @@ class Storage:
                         unattributed.append(obj["Key"])
                         continue
                     item_key = found[0]
+                if not obj["Key"].startswith(staging) and not keys.is_object_of(
+                    spec, obj["Key"], item_key
+                ):
+                    unattributed.append(obj["Key"])  # its metadata names another item
+                    continue
                 marker = json.dumps(item_key, sort_keys=True)
                 if marker not in referenced:
                     state = dynamo.item_state(spec, self.get_item(spec, item_key))
@@ -871,6 +889,10 @@ class Storage:
     def _abort_stale_uploads(self, spec: TableSpec, args: FindOrphansArgs, now: Any) -> int:
         aborted = 0
         for upload in list_uploads(self.s3, spec.bucket, f"{spec.prefix}/"):
+            if not keys.owns_key(spec, upload["Key"]) and keys.in_a_table_folder(
+                spec, upload["Key"]
+            ):
+                continue  # another table's upload may still be running
             if (now - upload["Initiated"]).total_seconds() >= args.upload_grace_seconds:
                 if not args.dry_run:
                     abort_quietly(self.s3, spec.bucket, upload["Key"], upload["UploadId"])
@@ -886,7 +908,9 @@ class Storage:
         referenced = {
             keys.parse_s3_uri(uri)[1] for uri in state.refs.values() if keys.owned_by(spec, uri)
         }
-        stale = [k for k in dict.fromkeys(candidates) if k not in referenced]
+        stale = [
+            k for k in dict.fromkeys(candidates) if k not in referenced and keys.owns_key(spec, k)
+        ]
         kept = tuple(k for k in dict.fromkeys(candidates) if k in referenced)
         return CleanupResult(deleted=self.delete_objects(spec.bucket, stale), kept=kept)
 
