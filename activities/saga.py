@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
+from largeattr import keys
 from largeattr.activities.heartbeat import Beating
 from largeattr.blobs import put_spec
 from largeattr.errors import SourceUnavailable
@@ -198,7 +199,9 @@ class SagaActivities:
 
     @activity.defn(name="largeattr.delete_objects")
     def delete_objects(self, args: DeleteObjectsArgs) -> tuple[str, ...]:
-        return self.storage.cleanup.delete_objects(args.bucket, args.keys)
+        table = args.table
+        ours = [k for k in args.keys if table is None or keys.owns_key(table, k)]
+        return self.storage.cleanup.delete_objects(args.bucket, ours)
 
     @activity.defn(name="largeattr.compensate")
     def compensate(self, args: CompensateArgs) -> CleanupResult:

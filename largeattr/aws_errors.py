@@ -57,9 +57,13 @@ def translate(err: Exception, *, table: str = "", bucket: str = "") -> Exception
         )
     if code in _ACCESS_CODES or _status(err) == 403 or code == "403":
         # A HEAD request's 403 has no body, so no code: botocore reports it as "403".
+        # Name only what the call used: an S3-only call has no table.
+        used = " and ".join(
+            f"{kind} {name!r}" for kind, name in (("table", table), ("bucket", bucket)) if name
+        )
         return AccessDenied(
             f"AWS refused the request ({code}: {message}); check the credentials and that "
-            f"they may use table {table!r} and bucket {bucket!r}"
+            f"they may use {used or 'this resource'}"
         )
     if code == "ValidationException":
         if "size" in message.lower() and "exceed" in message.lower():

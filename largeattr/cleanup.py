@@ -74,6 +74,8 @@ class Cleanup:
         aborted = 0
         try:
             for key in dict.fromkeys(args.keys):
+                if not keys.owns_key(spec, key):
+                    continue  # not a key of this table: never ours to delete
                 aborted += abort_uploads(self.s3, spec.bucket, key)
                 if key in referenced:
                     kept.append(key)
@@ -87,6 +89,8 @@ class Cleanup:
                 else:
                     kept.append(key)  # identical content another saga wrote: not ours
             for key in dict.fromkeys(args.staging_keys):
+                if not keys.owns_key(spec, key):
+                    continue
                 aborted += abort_uploads(self.s3, spec.bucket, key)
                 if head(self.s3, spec.bucket, key) is not None:
                     self.s3.delete_object(Bucket=spec.bucket, Key=key)
@@ -103,7 +107,9 @@ class Cleanup:
         """Delete the candidates the item does not reference now. Run it only while no
         saga runs on the item (the reconcile workflow holds the item's workflow id)."""
         referenced = self.items.referenced_keys(spec, item_key)
-        stale = [k for k in dict.fromkeys(candidates) if k not in referenced]
+        stale = [
+            k for k in dict.fromkeys(candidates) if k not in referenced and keys.owns_key(spec, k)
+        ]
         kept = tuple(k for k in dict.fromkeys(candidates) if k in referenced)
         return CleanupResult(deleted=self.delete_objects(spec.bucket, stale), kept=kept)
 
@@ -126,10 +132,13 @@ class Cleanup:
         unattributed: list[str] = []
         try:
             page = self.s3.list_objects_v2(**listing)
-            for key, metadata in self._candidates(page.get("Contents", []), args, now):
+            listed = page.get("Contents", [])
+            for key, metadata in self._candidates(listed, args, now, unattributed):
                 item_key = _owner(spec, key, metadata)
-                if item_key is None:
-                    unattributed.append(key)
+                if item_key is None or not (
+                    keys.is_staging_key(spec, key) or keys.is_object_of(spec, key, item_key)
+                ):
+                    unattributed.append(key)  # its metadata names no item, or another one
                     continue
                 marker = json.dumps(item_key, sort_keys=True)
                 if marker not in referenced:
@@ -148,14 +157,24 @@ class Cleanup:
         )
 
     def _candidates(
-        self, listed: Iterable[Any], args: FindOrphansArgs, now: dt.datetime
+        self,
+        listed: Iterable[Any],
+        args: FindOrphansArgs,
+        now: dt.datetime,
+        unattributed: list[str],
     ) -> Iterator[tuple[str, dict[str, str]]]:
-        """(key, user metadata) of the listed objects old enough to judge that still exist."""
-        staging = f"{args.table.prefix}/{keys.STAGING_SEGMENT}/"
+        """(key, user metadata) of the listed objects of this table old enough to judge
+        that still exist. Keys this table's template cannot produce go to
+        ``unattributed``, except another table's, which are never ours to judge."""
+        spec = args.table
         for obj in listed:
             if (now - obj["LastModified"]).total_seconds() < args.grace_seconds:
                 continue
-            if args.staged_only and not obj["Key"].startswith(staging):
+            if not keys.owns_key(spec, obj["Key"]):
+                if not keys.in_a_table_folder(spec, obj["Key"]):
+                    unattributed.append(obj["Key"])
+                continue
+            if args.staged_only and not keys.is_staging_key(spec, obj["Key"]):
                 continue
             found = head(self.s3, args.table.bucket, obj["Key"])
             if found is not None:
@@ -165,6 +184,10 @@ class Cleanup:
         spec = args.table
         aborted = 0
         for upload in list_uploads(self.s3, spec.bucket, f"{spec.prefix}/"):
+            if not keys.owns_key(spec, upload["Key"]) and keys.in_a_table_folder(
+                spec, upload["Key"]
+            ):
+                continue  # another table's upload may still be running
             if (now - upload["Initiated"]).total_seconds() >= args.upload_grace_seconds:
                 if not args.dry_run:
                     abort_quietly(self.s3, spec.bucket, upload["Key"], upload["UploadId"])

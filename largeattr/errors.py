@@ -78,6 +78,11 @@ class CorruptObject(LargeAttrError):
     """An S3 object's bytes do not match the checksum recorded for them."""
 
 
+class DanglingReference(LargeAttrError):
+    """An item references an S3 object that does not exist (deleted outside largeattr).
+    Run ``largeattr check`` to list every such reference, then rewrite or delete the item."""
+
+
 class SagaFailed(LargeAttrError):
     """A saga failed for a reason without a more specific class; its cause is attached."""
 

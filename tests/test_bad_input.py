@@ -315,7 +315,7 @@ async def test_awkward_key_values_are_escaped_not_refused(
     for name, value in AWKWARD.items():
         result = await la.create(table, (value, value), {"html": value.encode()})
         key = result.blobs[0].key
-        assert key.startswith(f"{table.prefix}/pk=")
+        assert key.startswith(f"{table.prefix}/t={table.table_name}/pk=")
         pk_segment, sk_segment = key.split("/")[-4:-2]
         assert pk_segment == f"pk={keys.escape(value)}"
         assert sk_segment == f"sk={keys.escape(value)}"

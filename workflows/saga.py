@@ -185,7 +185,7 @@ class Saga:
         superseded = [
             uri
             for uri in dict.fromkeys(before.refs.values())
-            if uri not in still and keys.owned_by(self.table, uri)
+            if uri not in still and keys.under_prefix(self.table, uri)
         ]
         workflow.logger.info("the pivot committed although its response was lost")
         return PivotResult(version=version, superseded=tuple(superseded))
@@ -224,20 +224,22 @@ class Saga:
         if not self.options.delete_old_objects:
             return ()
         object_keys = tuple(
-            keys.parse_s3_uri(uri)[1] for uri in pivot.superseded if keys.owned_by(self.table, uri)
+            keys.parse_s3_uri(uri)[1]
+            for uri in pivot.superseded
+            if keys.under_prefix(self.table, uri)
         )
         if not object_keys:
             return ()
-        await run_to_completion(
+        deleted: tuple[str, ...] = await run_to_completion(
             workflow.start_activity_method(
                 SagaActivities.delete_objects,
-                DeleteObjectsArgs(self.table.bucket, object_keys),
+                DeleteObjectsArgs(self.table.bucket, object_keys, self.table),
                 start_to_close_timeout=CLEAN_UP,
                 retry_policy=UNTIL_DONE,
                 summary=f"delete {plural(len(object_keys), what)}",
             )
         )
-        return tuple(keys.s3_uri(self.table.bucket, k) for k in object_keys)
+        return tuple(keys.s3_uri(self.table.bucket, k) for k in deleted)
 
     def result(
         self,
