@@ -14,6 +14,7 @@ import argparse
 import re
 import shlex
 import tomllib
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -252,6 +253,10 @@ def test_compose_registers_the_search_attributes_of_the_code() -> None:
     types = option_values(create, "--type")
     assert len(names) == len(types) == len(set(names))
     assert dict(zip(names, types, strict=True)) == dict(SEARCH_ATTRIBUTES)
+    # SQL visibility keeps custom attributes in preallocated columns: 10 Keyword, 3 of each
+    # other type (temporalio/temporal common/searchattribute/sadefs, constants_test.go).
+    for kind, count in Counter(types).items():
+        assert count <= (10 if kind == "Keyword" else 3), f"too many {kind} for PostgreSQL"
 
 
 def test_compose_schema_setup_covers_both_databases() -> None:
@@ -297,6 +302,16 @@ def test_compose_start_order() -> None:
                 assert "restart" not in every[needed], (name, needed)
     assert set(every["worker"]["depends_on"]) == {"temporal-namespace", "setup"}
     assert "temporal-schema" in every["temporal"]["depends_on"]
+    # `up --wait` accepts an exited one-shot only when a long-running service waits for its
+    # completion (docker/compose pull 9572, issue 10596).
+    awaited = {
+        needed
+        for name, service in every.items()
+        if name not in ONE_SHOTS
+        for needed, condition in (service.get("depends_on") or {}).items()
+        if condition["condition"] == "service_completed_successfully"
+    }
+    assert awaited == ONE_SHOTS
 
 
 def test_compose_worker_stops_after_its_shutdown_grace() -> None:
