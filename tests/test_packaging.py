@@ -64,7 +64,8 @@ IMAGE_BINARIES: Mapping[str, frozenset[str]] = {
     # temporalio/ui server/Dockerfile: FROM temporalio/base-server, whose Dockerfile
     # (temporalio/docker-builds docker/base-images/base-server.Dockerfile) adds bash, curl.
     "temporalio/ui": BUSYBOX | {"bash", "curl", "ui-server"},
-    # docker-library/postgres 16/bookworm/Dockerfile: Debian + the postgresql-16 package.
+    # docker-library/postgres 16/trixie/Dockerfile (the default variant): Debian +
+    # the postgresql-16 package.
     "postgres": DEBIAN | {"postgres", "pg_isready", "psql"},
     # getmoto/moto Dockerfile: FROM python:3.13-alpine, pip install moto[server], apk add curl.
     "motoserver/moto": BUSYBOX | {"python", "python3", "moto_server", "curl"},
