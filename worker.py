@@ -26,10 +26,11 @@ from temporalio.worker import Worker
 from largeattr.activities import SagaActivities
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
 from largeattr.errors import InvalidInput
+from largeattr.failures import with_our_failures
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import FULL_OBJECT, MULTIPART_CHECKSUMS, MiB, TransferConfig
 from largeattr.workflows import ALL_WORKFLOWS
-from largeattr.workflows.steps import PIVOT_CALL
+from largeattr.workflows.policies import PIVOT_CALL
 
 log = logging.getLogger("largeattr.worker")
 
@@ -63,7 +64,7 @@ def build_worker(
         max_workers=max_concurrent_activities, thread_name_prefix="largeattr-activity"
     )
     worker = Worker(
-        temporal,
+        with_our_failures(temporal),
         task_queue=task_queue,
         workflows=ALL_WORKFLOWS,
         activities=activities.all(),

@@ -18,7 +18,7 @@ from typing import Any
 
 from temporalio import activity
 
-#: Well under the sagas' heartbeat timeout (30 s, workflows.steps.TRANSFER_HEARTBEAT).
+#: Well under the sagas' heartbeat timeout (30 s, workflows/policies.py TRANSFER_HEARTBEAT).
 EVERY_SECONDS = 10.0
 
 

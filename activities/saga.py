@@ -1,22 +1,23 @@
 """The saga steps as Temporal activities: every S3 and DynamoDB call happens here.
 
 Each activity is a thin wrapper around ``largeattr.storage.Storage`` (the step-by-step API)
-and is idempotent. Errors a user can act on leave as an ``ApplicationError`` whose type is
-the error's class name; the workflows' retry policies name which of those are final.
+and is idempotent. Errors a user can act on are ``LargeAttrError`` classes; the worker's
+failure converter (``largeattr.failures``) sends them as ``ApplicationError`` of the same
+name, and the workflows' retry policies name which of those are final.
 """
 
 from __future__ import annotations
 
-import functools
 import io
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
+from largeattr import keys
 from largeattr.activities.heartbeat import Beating
-from largeattr.errors import LargeAttrError, SourceUnavailable
+from largeattr.blobs import put_spec
+from largeattr.errors import SourceUnavailable
 from largeattr.messages import (
     CleanItemInput,
     CleanupResult,
@@ -39,26 +40,13 @@ from largeattr.messages import (
 )
 from largeattr.sources import SourceRegistry
 from largeattr.storage import Storage
-from largeattr.transfer import TransferConfig, UploadProgress, digest_bytes, digest_reader
+from largeattr.transfer.config import TransferConfig
+from largeattr.transfer.digests import digest_bytes, digest_reader
+from largeattr.transfer.multipart import UploadProgress
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _user_errors(fn: F) -> F:
-    """Turn our errors into ApplicationErrors of the same name (and nothing else)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except LargeAttrError as err:
-            raise ApplicationError(err.message, err.details or None, type=err.type_name) from err
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _progress(progress: UploadProgress) -> dict[str, Any]:
@@ -100,18 +88,14 @@ class SagaActivities:
     ) -> None:
         self.storage = Storage(s3, dynamodb, transfer)
         self.sources = sources or SourceRegistry()
-        #: Parts each multipart upload sent from this process (observability, tests).
-        self.parts_sent: dict[str, list[int]] = {}
 
     # ------------------------------------------------------------ before the pivot
 
     @activity.defn(name="largeattr.read_item")
-    @_user_errors
     def read_item(self, args: ReadItemArgs) -> ItemState:
-        return self.storage.read_item(args.table, args.key, args.changes)
+        return self.storage.items.read_item(args.table, args.key, args.changes)
 
     @activity.defn(name="largeattr.prepare_blob")
-    @_user_errors
     def prepare_blob(self, args: PrepareBlobArgs) -> PreparedBlob:
         """Hash a source where it lives, so its content-addressed key is known up front."""
         blob = args.blob
@@ -123,11 +107,10 @@ class SagaActivities:
             return digest_reader(reader, progress=beat)
 
     @activity.defn(name="largeattr.upload_blob")
-    @_user_errors
     def upload_blob(self, args: UploadBlobArgs) -> StoredBlob:
         """Write a blob to its final key: single PUT, or a multipart upload that resumes."""
         blob = args.blob
-        put = self.storage.put_spec(
+        put = put_spec(
             args.table,
             args.item_key,
             blob,
@@ -143,13 +126,15 @@ class SagaActivities:
                 raise SourceUnavailable(
                     f"inline bytes of {blob.attribute!r} do not match their sha256"
                 )
-            return self.storage.store(put, blob, prepared, lambda: io.BytesIO(data), args.saga_id)
+            return self.storage.blobs.store(
+                put, blob, prepared, lambda: io.BytesIO(data), args.saga_id
+            )
         if blob.source is None or args.prepared is None:
             raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
         source = blob.source
         progress = _resumed_progress()
         with self.sources.random_access(source) as read_part, Beating() as beat:
-            stored = self.storage.store(
+            return self.storage.blobs.store(
                 put,
                 blob,
                 args.prepared,
@@ -159,11 +144,8 @@ class SagaActivities:
                 on_progress=lambda done: beat(_progress(done)),
                 read_part=read_part,
             )
-        self.parts_sent.setdefault(args.object_key, []).extend(progress.part_numbers_sent)
-        return stored
 
     @activity.defn(name="largeattr.stage_blob")
-    @_user_errors
     def stage_blob(self, args: StageBlobArgs) -> PreparedBlob:
         """Stream a one-pass source to a staging key, hashing it on the way."""
         blob = args.blob
@@ -174,19 +156,18 @@ class SagaActivities:
                 f"the stream for {blob.attribute!r} failed part-way and cannot be read again; "
                 "pass a file or bytes to make the upload retryable"
             )
-        put = self.storage.put_spec(
+        put = put_spec(
             args.table, args.item_key, blob, args.staging_key, "", args.saga_id, args.updated_at
         )
         with self.sources.open(blob.source) as reader, Beating() as beat:
-            return self.storage.stage(
+            return self.storage.blobs.stage(
                 put, reader, UploadProgress(), lambda done: beat(_progress(done))
             )
 
     @activity.defn(name="largeattr.promote_blob")
-    @_user_errors
     def promote_blob(self, args: PromoteBlobArgs) -> StoredBlob:
         """Server-side copy of a staged stream to its content-addressed key."""
-        put = self.storage.put_spec(
+        put = put_spec(
             args.table,
             args.item_key,
             args.blob,
@@ -196,50 +177,45 @@ class SagaActivities:
             args.updated_at,
         )
         with Beating():  # a server-side copy of many GiB reports nothing until it ends
-            return self.storage.promote(
+            return self.storage.blobs.promote(
                 args.staging_key, put, args.blob, args.prepared, args.saga_id
             )
 
     # ------------------------------------------------------------ the pivots
 
     @activity.defn(name="largeattr.put_item")
-    @_user_errors
     def put_item(self, args: PutItemArgs) -> PivotResult:
-        return self.storage.put_item(args)
+        return self.storage.items.put_item(args)
 
     @activity.defn(name="largeattr.update_item")
-    @_user_errors
     def update_item(self, args: UpdateItemArgs) -> PivotResult:
-        return self.storage.update_item(args)
+        return self.storage.items.update_item(args)
 
     @activity.defn(name="largeattr.delete_item")
-    @_user_errors
     def delete_item(self, args: DeleteItemArgs) -> PivotResult:
-        return self.storage.delete_item(args)
+        return self.storage.items.delete_item(args)
 
     # ------------------------------------------------------------ after the pivot / undo
 
     @activity.defn(name="largeattr.delete_objects")
-    @_user_errors
     def delete_objects(self, args: DeleteObjectsArgs) -> tuple[str, ...]:
-        return self.storage.delete_objects(args.bucket, args.keys)
+        table = args.table
+        ours = [k for k in args.keys if table is None or keys.owns_key(table, k)]
+        return self.storage.cleanup.delete_objects(args.bucket, ours)
 
     @activity.defn(name="largeattr.compensate")
-    @_user_errors
     def compensate(self, args: CompensateArgs) -> CleanupResult:
-        return self.storage.compensate(args)
+        return self.storage.cleanup.compensate(args)
 
     # ------------------------------------------------------------ reconcile
 
     @activity.defn(name="largeattr.find_orphans")
-    @_user_errors
     def find_orphans(self, args: FindOrphansArgs) -> OrphanPage:
-        return self.storage.find_orphans(args)
+        return self.storage.cleanup.find_orphans(args)
 
     @activity.defn(name="largeattr.delete_unreferenced")
-    @_user_errors
     def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
-        return self.storage.delete_unreferenced(args.table, args.item_key, args.keys)
+        return self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for ``Worker(activities=...)``."""

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
         BlobTooLarge,
         BucketNotFound,
         CorruptObject,
+        DanglingReference,
         InvalidInput,
         InvalidKey,
         ItemAlreadyExists,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from largeattr.read import BlobRef, Item
     from largeattr.storage import Storage
     from largeattr.table import LargeAttrTable
-    from largeattr.transfer import TransferConfig
+    from largeattr.transfer.config import TransferConfig
 
 # Imported on first use, so that importing a submodule (the workflow sandbox imports
 # largeattr.workflows for every run) does not load boto3 and the client.
@@ -50,6 +51,7 @@ _EXPORTS = {
     "BlobTooLarge": "largeattr.errors",
     "BucketNotFound": "largeattr.errors",
     "CorruptObject": "largeattr.errors",
+    "DanglingReference": "largeattr.errors",
     "InvalidInput": "largeattr.errors",
     "InvalidKey": "largeattr.errors",
     "Item": "largeattr.read",
@@ -67,7 +69,7 @@ _EXPORTS = {
     "SourceUnavailable": "largeattr.errors",
     "Storage": "largeattr.storage",
     "TableNotFound": "largeattr.errors",
-    "TransferConfig": "largeattr.transfer",
+    "TransferConfig": "largeattr.transfer.config",
     "UnknownAttribute": "largeattr.errors",
     "VersionConflict": "largeattr.errors",
 }
@@ -90,6 +92,7 @@ __all__ = [
     "BlobTooLarge",
     "BucketNotFound",
     "CorruptObject",
+    "DanglingReference",
     "InvalidInput",
     "InvalidKey",
     "Item",

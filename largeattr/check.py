@@ -4,8 +4,12 @@ Reports, for one table and prefix:
 
 * dangling references: an item points at an object that is missing, or whose bytes do
   not match the SHA-256 in its key / in ``la_meta``;
-* orphans: objects under the prefix that no item references (with their age), staged
-  streams and unfinished multipart uploads included;
+* orphans: this table's objects that no item references (with their age), staged
+  streams and unfinished multipart uploads included: what ``largeattr reconcile`` deletes;
+* apart, and not failing the check (reconcile never deletes them): unattributed objects
+  under the prefix (not written by largeattr, or without its metadata) and legacy ones
+  (written by this table under the previous key scheme, ``{prefix}/pk=...``, which two
+  tables on one prefix could share). Other tables' folders under the prefix are skipped;
 * drift: items whose state is not what the last committed saga left (needs Temporal):
   the item's ``la_saga`` must be the run id of the last completed workflow of its id,
   and an item whose last completed saga was a delete must be absent.
@@ -26,10 +30,11 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from largeattr import dynamo, keys
+from largeattr.aws_errors import is_not_found
 from largeattr.errors import InvalidInput
 from largeattr.messages import ItemKey, TableSpec
-from largeattr.storage import Storage, is_not_found
-from largeattr.transfer import list_uploads
+from largeattr.storage import Storage
+from largeattr.transfer.uploads import list_uploads
 
 SAGA_TYPES = frozenset({"largeattr.CreateItem", "largeattr.UpdateItem", "largeattr.DeleteItem"})
 _SHA_IN_KEY = re.compile(r"sha256=([0-9a-f]{64})")
@@ -66,6 +71,11 @@ class CheckReport:
     dangling: list[Dangling] = field(default_factory=list)
     orphans: list[Orphan] = field(default_factory=list)
     drift: list[Drift] = field(default_factory=list)
+    #: Not ours to delete, listed so a person can decide; they never fail the check.
+    unattributed: list[Orphan] = field(default_factory=list)
+    legacy: list[Orphan] = field(default_factory=list)
+    #: Objects in other tables' folders under the prefix (not looked at).
+    other_tables: int = 0
 
     def ok(self, allow_orphans: bool = False) -> bool:
         return not self.dangling and not self.drift and (allow_orphans or not self.orphans)
@@ -74,7 +84,9 @@ class CheckReport:
         return (
             f"{self.table}: {self.items} items, {self.references} references, "
             f"{self.objects} objects; dangling={len(self.dangling)} "
-            f"orphans={len(self.orphans)} drift={len(self.drift)}"
+            f"orphans={len(self.orphans)} drift={len(self.drift)}; not ours: "
+            f"unattributed={len(self.unattributed)} legacy={len(self.legacy)} "
+            f"other tables={self.other_tables}"
         )
 
     def lines(self) -> Iterator[str]:
@@ -85,6 +97,17 @@ class CheckReport:
             yield f"ORPHAN   {o.kind} {o.key} ({o.size} bytes, {o.age_seconds:.0f}s old)"
         for r in self.drift:
             yield f"DRIFT    {r.item}: {r.reason}"
+        for o in self.unattributed:
+            yield (
+                f"UNATTRIBUTED {o.kind} {o.key} ({o.size} bytes, {o.age_seconds:.0f}s old): "
+                "no largeattr metadata or not a key of this table; never deleted by reconcile"
+            )
+        for o in self.legacy:
+            yield (
+                f"LEGACY   {o.key} ({o.size} bytes, {o.age_seconds:.0f}s old): written by this "
+                "table under the previous key scheme and not referenced by it; another table "
+                "on this prefix may reference it, so it is never deleted for you"
+            )
 
 
 def _scan(storage: Storage, spec: TableSpec) -> Iterator[dict[str, Any]]:
@@ -127,6 +150,17 @@ def _object_problem(
     return None
 
 
+def _metadata(storage: Storage, bucket: str, key: str) -> dict[str, str] | None:
+    """An object's user metadata; None if it is gone."""
+    try:
+        head = storage.s3.head_object(Bucket=bucket, Key=key)
+    except ClientError as err:
+        if is_not_found(err):
+            return None
+        raise
+    return dict(head.get("Metadata", {}))
+
+
 def check_storage(
     storage: Storage,
     spec: TableSpec,
@@ -163,18 +197,41 @@ def check_storage(
                 report.dangling.append(Dangling(name, attribute, uri, problem))
     now = now or dt.datetime.now(dt.UTC)
     paginator = storage.s3.get_paginator("list_objects_v2")
-    staging = f"{spec.prefix}/{keys.STAGING_SEGMENT}/"
+    ours = keys.escape(spec.table_name)
     for page in paginator.paginate(Bucket=spec.bucket, Prefix=f"{spec.prefix}/"):
         for obj in page.get("Contents", []):
             report.objects += 1
             if obj["Key"] in referenced:
                 continue
+            owned = keys.owns_key(spec, obj["Key"])
+            if not owned and keys.in_a_table_folder(spec, obj["Key"]):
+                report.other_tables += 1
+                continue
             age = (now - obj["LastModified"]).total_seconds()
-            kind = "staged" if obj["Key"].startswith(staging) else "object"
-            report.orphans.append(Orphan(obj["Key"], int(obj["Size"]), age, kind))
+            kind = "staged" if keys.is_staging_key(spec, obj["Key"]) else "object"
+            orphan = Orphan(obj["Key"], int(obj["Size"]), age, kind)
+            metadata = _metadata(storage, spec.bucket, obj["Key"])
+            if metadata is None:
+                continue  # deleted since the listing
+            written_by = metadata.get("la-table")
+            attributed = "la-item" in metadata or "la-item-sha256" in metadata
+            if owned and attributed and written_by in (None, ours):
+                report.orphans.append(orphan)
+            elif not owned and written_by == ours:
+                report.legacy.append(orphan)
+            elif not owned and written_by is not None:
+                report.other_tables += 1  # another table's, under the previous scheme
+            else:
+                report.unattributed.append(orphan)
     for upload in list_uploads(storage.s3, spec.bucket, f"{spec.prefix}/"):
         age = (now - upload["Initiated"]).total_seconds()
-        report.orphans.append(Orphan(upload["Key"], 0, age, "upload"))
+        orphan = Orphan(upload["Key"], 0, age, "upload")
+        # Reconcile aborts stale uploads outside other tables' folders, as the lifecycle
+        # rule of `largeattr setup` does: they are orphans.
+        if not keys.owns_key(spec, upload["Key"]) and keys.in_a_table_folder(spec, upload["Key"]):
+            report.other_tables += 1
+        else:
+            report.orphans.append(orphan)
     return report
 
 
@@ -202,7 +259,7 @@ async def check_drift(
                 last = execution
         if last is None:
             continue
-        raw = storage.get_item(spec, item_key)
+        raw = storage.items.get_item(spec, item_key)
         operation = last.workflow_type.rsplit(".", 1)[-1]
         if operation == "DeleteItem":
             if raw is not None:

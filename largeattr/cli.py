@@ -13,12 +13,19 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from largeattr import keys
+from largeattr import dynamo, keys
+from largeattr.aws_errors import reraise
 from largeattr.config import AwsConfig, exit_now
-from largeattr.errors import InvalidInput, InvalidKey, ItemNotFound, LargeAttrError
+from largeattr.errors import (
+    InvalidInput,
+    InvalidKey,
+    ItemNotFound,
+    LargeAttrError,
+    UnknownAttribute,
+)
 from largeattr.messages import TableSpec
-from largeattr.read import Reader
-from largeattr.storage import Storage, reraise
+from largeattr.read import Reader, item_from_low_level
+from largeattr.storage import Storage
 
 
 def _aws_arguments(parser: argparse.ArgumentParser) -> None:
@@ -183,10 +190,11 @@ def cmd_get(args: argparse.Namespace) -> int:
         large_attributes=(args.attr,),
     )
     reader = Reader(Storage(s3, dynamodb))
-    item = reader.get(spec, key)
-    if item is None:
+    raw = reader.storage.items.get_item(spec, key)
+    if raw is None:
         raise ItemNotFound(f"no item {keys.item_path(spec, key)} in table {args.table}")
-    ref = item.blob(args.attr)
+    _check_large_attribute(raw, args.attr, keys.item_path(spec, key))
+    ref = item_from_low_level(spec, raw).blob(args.attr)
     if args.presign is not None:
         print(reader.presigned_url(ref, args.presign))
         return 0
@@ -203,6 +211,29 @@ def cmd_get(args: argparse.Namespace) -> int:
         if args.output:
             out.close()
     return 0
+
+
+def _check_large_attribute(raw: dict[str, Any], name: str, item: str) -> None:
+    """``get`` knows no declaration: what the item holds says which attributes are large
+    (an s3:// URI, or an entry in la_meta)."""
+    recorded = set(raw.get(dynamo.META_ATTRIBUTE, {}).get("M", {}))
+    large = sorted(
+        attribute
+        for attribute, value in raw.items()
+        if str(value.get("S", "")).startswith("s3://") or attribute in recorded
+    )
+    has = f"its large attributes are {', '.join(large)}" if large else "it has no large attribute"
+    value = raw.get(name)
+    if value is None:
+        raise UnknownAttribute(f"item {item} has no attribute {name!r}; {has}")
+    if name in large:
+        return
+    if value.get("S") == "":
+        raise UnknownAttribute(f"item {item} has an empty {name!r}: no bytes to read; {has}")
+    raise InvalidInput(
+        f"{name!r} is a plain attribute of item {item}, not a large attribute: its value is "
+        f"in the item itself, not in S3 (read it with `aws dynamodb get-item`); {has}"
+    )
 
 
 def cmd_check(args: argparse.Namespace) -> int:

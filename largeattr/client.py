@@ -53,8 +53,9 @@ from largeattr.errors import (
     ItemBusy,
     LargeAttrError,
     SagaFailed,
-    error_class,
 )
+from largeattr.failures import with_our_failures
+from largeattr.items import size_after
 from largeattr.messages import (
     BlobInput,
     CreateItemInput,
@@ -69,9 +70,9 @@ from largeattr.messages import (
 )
 from largeattr.read import BlobRef, Item, Reader
 from largeattr.sources import SourceRegistry, is_stream
-from largeattr.storage import Storage, size_after
+from largeattr.storage import Storage
 from largeattr.table import KeyInput, LargeAttrTable
-from largeattr.transfer import MAX_OBJECT_SIZE, TransferConfig, human_size
+from largeattr.transfer.config import MAX_OBJECT_SIZE, TransferConfig, human_size
 
 OnBusy = Literal["wait", "fail"]
 
@@ -88,15 +89,14 @@ class Blob:
 
 
 def user_error(err: BaseException) -> BaseException:
-    """The error a caller can catch for a failed workflow: the class the saga raised."""
+    """The error a caller can catch for a failed workflow: the class the saga raised (the
+    client's failure converter, ``largeattr.failures``, has already rebuilt it)."""
     cause: BaseException | None = err
     while isinstance(cause, WorkflowFailureError | ActivityError):
         cause = cause.cause
+    if isinstance(cause, LargeAttrError):
+        return type(cause)(cause.message, **cause.details)
     if isinstance(cause, ApplicationError):
-        cls = error_class(cause.type)
-        if cls is not None:
-            details = cause.details[0] if cause.details else None
-            return cls(cause.message, **(details if isinstance(details, dict) else {}))
         return SagaFailed(f"{cause.type}: {cause.message}")
     if isinstance(cause, CancelledError | TerminatedError | TimeoutError):
         return SagaFailed(f"the saga did not finish: {cause}")
@@ -118,7 +118,7 @@ class LargeAttrClient:
     ) -> None:
         if s3 is None or dynamodb is None:
             s3, dynamodb = (aws or AwsConfig.from_env()).clients()
-        self.temporal = temporal
+        self.temporal = with_our_failures(temporal)
         self.task_queue = task_queue
         self.transfer = transfer or TransferConfig()
         self.storage = Storage(s3, dynamodb, self.transfer)

@@ -138,12 +138,15 @@ async def connect_temporal(
     from temporalio.client import Client
     from temporalio.envconfig import ClientConfig
 
+    from largeattr.failures import data_converter
+
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
     if address:
         config["target_host"] = address
     if namespace:
         config["namespace"] = namespace
     config.setdefault("target_host", "127.0.0.1:7233")
+    config.setdefault("data_converter", data_converter())
     config.update(kwargs)
     return await Client.connect(**config)
 

@@ -12,9 +12,6 @@ from typing import Any
 class LargeAttrError(Exception):
     """Base class of every error this package raises on purpose."""
 
-    #: True when nothing was written (or everything written was compensated).
-    nothing_written = True
-
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
@@ -79,6 +76,11 @@ class SourceUnavailable(LargeAttrError):
 
 class CorruptObject(LargeAttrError):
     """An S3 object's bytes do not match the checksum recorded for them."""
+
+
+class DanglingReference(LargeAttrError):
+    """An item references an S3 object that does not exist (deleted outside largeattr).
+    Run ``largeattr check`` to list every such reference, then rewrite or delete the item."""
 
 
 class SagaFailed(LargeAttrError):

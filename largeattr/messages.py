@@ -295,6 +295,8 @@ class PivotResult:
 class DeleteObjectsArgs:
     bucket: str
     keys: tuple[str, ...]
+    #: Delete only the keys this table's key template produces (None: all of them).
+    table: TableSpec | None = None
 
 
 @dataclass(frozen=True)

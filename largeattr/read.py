@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import ClientError
 
 from largeattr import dynamo, keys
-from largeattr.errors import InvalidInput, UnknownAttribute
+from largeattr.aws_errors import error_code, is_not_found, reraise
+from largeattr.errors import DanglingReference, InvalidInput, UnknownAttribute
 from largeattr.messages import BlobMeta, ItemKey, TableSpec
-from largeattr.storage import Storage, error_code, reraise
-from largeattr.transfer import iter_object
+from largeattr.storage import Storage
+from largeattr.transfer.download import iter_object
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -35,6 +36,8 @@ class BlobRef:
     uri: str
     #: None for items written by another tool (pynamodb_mate) without la_meta.
     meta: BlobMeta | None
+    #: The item that references it (``pk=...``), for error messages; "" if unknown.
+    item: str = ""
 
     @property
     def bucket(self) -> str:
@@ -70,23 +73,26 @@ class Item:
 
     def blob(self, attribute: str) -> BlobRef:
         if attribute not in self.blobs:
-            raise UnknownAttribute(
-                f"the item has no large attribute {attribute!r}; it has {sorted(self.blobs)}"
-            )
+            has = f"it has {sorted(self.blobs)}" if self.blobs else "it has none"
+            raise UnknownAttribute(f"the item has no large attribute {attribute!r}; {has}")
         return self.blobs[attribute]
 
 
 def item_from_low_level(spec: TableSpec, raw: dict[str, Any]) -> Item:
     wire = dynamo.item_from_low_level(raw)
     state = dynamo.item_state(spec, raw)
+    key = dynamo.key_of(spec, wire)
+    path = keys.item_path(spec, key)
     hidden = set(dynamo.bookkeeping_attributes(spec)) | set(spec.large_attributes)
     return Item(
-        key=dynamo.key_of(spec, wire),
+        key=key,
         version=state.version,
         attributes={
             name: dynamo.from_wire(value) for name, value in wire.items() if name not in hidden
         },
-        blobs={name: BlobRef(name, uri, state.meta.get(name)) for name, uri in state.refs.items()},
+        blobs={
+            name: BlobRef(name, uri, state.meta.get(name), path) for name, uri in state.refs.items()
+        },
         saga_id=state.saga_id,
         updated_at=raw.get(dynamo.UPDATED_AT_ATTRIBUTE, {}).get("S", ""),
     )
@@ -103,7 +109,7 @@ class Reader:
         return self.storage.s3
 
     def get(self, spec: TableSpec, key: ItemKey) -> Item | None:
-        raw = self.storage.get_item(spec, key)
+        raw = self.storage.items.get_item(spec, key)
         return item_from_low_level(spec, raw) if raw else None
 
     def iter_chunks(
@@ -120,11 +126,26 @@ class Reader:
         try:
             yield from iter_object(self.s3, ref.bucket, ref.key, ref.sha256, chunk_size, byte_range)
         except ClientError as err:
+            if is_not_found(err):
+                raise self._dangling(ref) from None
             if byte_range is not None and error_code(err) == "InvalidRange":
                 raise self._past_the_end(ref, byte_range) from None
             reraise(err, bucket=ref.bucket)
         except Exception as err:
             reraise(err, bucket=ref.bucket)
+
+    @staticmethod
+    def _dangling(ref: BlobRef) -> DanglingReference:
+        item = f"item {ref.item}" if ref.item else "the item"
+        return DanglingReference(
+            f"{item} references {ref.uri} for its large attribute {ref.attribute!r}, but the "
+            "object does not exist (deleted outside largeattr?); run `largeattr check` on the "
+            "table to list every dangling reference, then rewrite the attribute or delete the "
+            "item",
+            item=ref.item,
+            attribute=ref.attribute,
+            uri=ref.uri,
+        )
 
     @staticmethod
     def _past_the_end(ref: BlobRef, byte_range: tuple[int, int]) -> InvalidInput:

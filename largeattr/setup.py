@@ -22,9 +22,9 @@ from temporalio.api.operatorservice.v1 import (
 from temporalio.service import RPCError, RPCStatusCode
 
 from largeattr import keys
+from largeattr.aws_errors import error_code, reraise
 from largeattr.errors import InvalidInput, LargeAttrError
 from largeattr.search_attributes import SEARCH_ATTRIBUTES
-from largeattr.storage import error_code, reraise
 from largeattr.table import LargeAttrTable
 
 if TYPE_CHECKING:

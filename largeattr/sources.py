@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO, Any, cast
 
 from largeattr.errors import InvalidInput, SourceUnavailable
-from largeattr.transfer import IterableReader
+from largeattr.transfer.streams import IterableReader
 
 MEM = "mem:"
 FILE = "file:"
@@ -213,12 +213,3 @@ class SourceRegistry:
         if not path.is_file():
             raise SourceUnavailable(f"{path} does not exist or is not a file on this worker")
         return path
-
-    @contextlib.contextmanager
-    def holding(self, values: dict[str, Any]) -> Iterator[dict[str, tuple[str, bool]]]:
-        handles = {name: self.hold(value) for name, value in values.items()}
-        try:
-            yield handles
-        finally:
-            for handle, _ in handles.values():
-                self.release(handle)

@@ -9,8 +9,10 @@
         raise
 
 For an update, write ``written.update_expression(old_item)`` and, once it committed,
-``written.clean_up_old_objects(old_item)``. Without a saga around them these steps are
-not durable: a crash between them leaves an orphan for the reconcile pass.
+``written.clean_up_old_objects(old_item)``. For a delete, delete the item your way, then
+``steps.clean_up_after_delete(old_item)`` removes the objects it referenced. Without a
+saga around them these steps are not durable: a crash between them leaves an orphan for
+the reconcile pass.
 """
 
 from __future__ import annotations
@@ -23,12 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from boto3.dynamodb.types import Binary
+
 from largeattr import dynamo, keys
+from largeattr.blobs import put_spec
 from largeattr.errors import InvalidInput
 from largeattr.messages import BlobInput, CleanupResult, CompensateArgs, StoredBlob
 from largeattr.storage import Storage
 from largeattr.table import KeyInput, LargeAttrTable
-from largeattr.transfer import digest_reader
+from largeattr.transfer.digests import digest_reader
+
+#: Object keys this module deletes are always filtered by ``keys.owned_by``: only keys this
+#: table's template produces, never another table's or the previous scheme's.
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,7 @@ class PutBlobs:
     def clean_up_after_failure(self) -> CleanupResult:
         """The DynamoDB write failed: delete the objects this call wrote that the item, as
         it is now, does not reference. Objects that were already there are kept."""
-        return self.steps.storage.compensate(
+        return self.steps.storage.cleanup.compensate(
             CompensateArgs(
                 self.steps.table.spec,
                 self.key,
@@ -110,7 +118,7 @@ class PutBlobs:
             and uri
             and keys.owned_by(spec, uri)
         ]
-        return self.steps.storage.delete_objects(spec.bucket, stale)
+        return self.steps.storage.cleanup.delete_objects(spec.bucket, stale)
 
 
 @dataclass(frozen=True)
@@ -154,8 +162,37 @@ class StepByStep:
                 content_type=(content_types or {}).get(name, "application/octet-stream"),
             )
             object_key = keys.object_key(self.table.spec, item_key, name, prepared.sha256)
-            put = self.storage.put_spec(
+            put = put_spec(
                 self.table.spec, item_key, blob, object_key, prepared.sha256, saga_id, updated_at
             )
-            stored.append(self.storage.store(put, blob, prepared, opener, saga_id))
+            stored.append(self.storage.blobs.store(put, blob, prepared, opener, saga_id))
         return PutBlobs(self, item_key, tuple(stored), saga_id, tuple(removed))
+
+    def clean_up_after_delete(self, old_item: Mapping[str, Any]) -> CleanupResult:
+        """The item was deleted (by your own DeleteItem): delete the objects ``old_item``
+        (as read before the delete, plain Python values) referenced.
+
+        Only this table's objects are deleted, and only those no item references now: if
+        the item was written again meanwhile with the same content (the same key), the
+        object stays."""
+        spec = self.table.spec
+        names = [spec.partition_key, *([spec.sort_key] if spec.sort_key else [])]
+        missing = [name for name in names if name not in old_item]
+        if missing:
+            raise InvalidInput(f"old_item lacks the key attributes {missing}; pass the item read")
+        item_key = self.table.key({name: _key_input(old_item[name]) for name in names})
+        uris = [
+            value
+            for name, value in old_item.items()
+            if name in spec.large_attributes and isinstance(value, str) and value
+        ]
+        candidates = [keys.parse_s3_uri(uri)[1] for uri in uris if keys.owned_by(spec, uri)]
+        return self.storage.cleanup.delete_unreferenced(spec, item_key, candidates)
+
+
+def _key_input(value: Any) -> Any:
+    """A key value as boto3's resource API returns it (bytes come wrapped in Binary)."""
+    if isinstance(value, Binary):
+        raw: bytes = value.value  # type: ignore[attr-defined]  # untyped in boto3's stubs
+        return raw
+    return value

@@ -47,6 +47,7 @@ class LargeAttrTable:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "large_attributes", tuple(self.large_attributes))
+        # "/docs/" and "docs" name one folder; an inner "//" is refused (keys.check_prefix).
         object.__setattr__(self, "prefix", self.prefix.strip("/"))
         if not _TABLE.match(self.table_name):
             raise InvalidInput(
@@ -54,13 +55,7 @@ class LargeAttrTable:
             )
         if not _BUCKET.match(self.bucket):
             raise InvalidInput(f"{self.bucket!r} is not an S3 bucket name (3-63 of a-z 0-9 . -)")
-        if not self.prefix:
-            raise InvalidInput("give a prefix, so this table's objects have a folder of their own")
-        if keys.STAGING_SEGMENT in self.prefix.split("/"):
-            raise InvalidInput(
-                f"prefix {self.prefix!r} contains '{keys.STAGING_SEGMENT}', where staged uploads "
-                "live and expire after a day (largeattr setup); choose another prefix"
-            )
+        keys.check_prefix(self.prefix)
         if not self.large_attributes:
             raise InvalidInput("declare at least one large attribute")
         names = [self.partition_key, *([self.sort_key] if self.sort_key else [])]

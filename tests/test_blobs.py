@@ -27,7 +27,8 @@ from largeattr import (
 )
 from largeattr.config import AwsConfig
 from largeattr.messages import BlobInput, CreateItemInput
-from largeattr.transfer import MiB, TransferConfig, digest_bytes
+from largeattr.transfer import MiB, TransferConfig
+from largeattr.transfer.digests import digest_bytes
 from largeattr.workflows import CreateItemWorkflow
 from tests.conftest import create_from_file, no_change, object_keys, open_uploads
 from tests.faults import Faults, client_error

@@ -9,7 +9,15 @@ import pytest
 from botocore.stub import Stubber
 from temporalio.client import Client
 
-from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable, Storage, UnknownAttribute
+from largeattr import (
+    AwsConfig,
+    LargeAttrClient,
+    LargeAttrTable,
+    SagaOptions,
+    Storage,
+    UnknownAttribute,
+    keys,
+)
 from largeattr.check import Dangling, check_drift, check_storage, known_keys
 from largeattr.cli import run as cli_run
 
@@ -36,6 +44,9 @@ async def test_checker_finds_dangling_orphans_and_drift(
     await la.create(table, "missing", blobs={"html": b"gone soon"})
     await la.create(table, "tampered", blobs={"html": b"original"})
     await la.create(table, "drifted", blobs={"html": b"fine"})
+    old = await la.create(table, "kept", blobs={"html": b"old version"})
+    keep = SagaOptions(delete_old_objects=False)
+    await la.update(table, "kept", blobs={"html": b"new version"}, options=keep)
     storage = Storage(s3, dynamodb)
     missing = (await la.get(table, "missing")).blob("html")  # type: ignore[union-attr]
     tampered = (await la.get(table, "tampered")).blob("html")  # type: ignore[union-attr]
@@ -43,6 +54,8 @@ async def test_checker_finds_dangling_orphans_and_drift(
     s3.put_object(Bucket=table.bucket, Key=tampered.key, Body=b"evil")
     s3.put_object(Bucket=table.bucket, Key=f"{table.prefix}/stray/object", Body=b"x")
     s3.create_multipart_upload(Bucket=table.bucket, Key=f"{table.prefix}/half/upload")
+    ours = keys.staging_key(table.spec, "saga-1", "html")
+    s3.create_multipart_upload(Bucket=table.bucket, Key=ours)
     dynamodb.update_item(  # a writer outside largeattr
         TableName=table.table_name,
         Key={"pk": {"S": "drifted"}},
@@ -54,9 +67,14 @@ async def test_checker_finds_dangling_orphans_and_drift(
         ("pk=missing", "object"),
         ("pk=tampered", "size"),
     }
-    assert {(o.key.split("/", 2)[2], o.kind) for o in report.orphans} == {
+    assert {(o.key, o.kind) for o in report.orphans} == {
+        (old.blobs[0].key, "object"),
+        (ours, "upload"),
+        (f"{table.prefix}/half/upload", "upload"),  # reconcile aborts it too, once stale
+    }
+    # Not ours (no largeattr metadata, not a key of this table): listed apart.
+    assert {(o.key.split("/", 2)[2], o.kind) for o in report.unattributed} == {
         ("stray/object", "object"),
-        ("half/upload", "upload"),
     }
     drift = await check_drift(storage, table.spec, temporal, known_keys(storage, table.spec))
     assert [d.item for d in drift] == ["pk=drifted"]
@@ -97,7 +115,16 @@ async def test_check_command_exit_code(
         "--orphan-grace=0",
     ]
     assert cli_run(argv) == 0
+    # An object without our metadata: reported, but reconcile never deletes it, so the
+    # check stays green.
     s3.put_object(Bucket=table.bucket, Key=f"{table.prefix}/stray", Body=b"x")
+    capsys.readouterr()
+    assert cli_run(argv) == 0
+    out = capsys.readouterr().out
+    assert f"UNATTRIBUTED object {table.prefix}/stray" in out
+    assert "ORPHAN" not in out
+    keep = SagaOptions(delete_old_objects=False)
+    await la.update(table, "x", blobs={"html": b"abce"}, options=keep)
     assert cli_run(argv) == 1
     assert "ORPHAN" in capsys.readouterr().out
 
@@ -133,15 +160,22 @@ def test_check_reads_every_page_of_multipart_uploads(
             page: dict[str, Any] = {
                 "IsTruncated": more,
                 "Uploads": [
-                    {"Key": f"{table.prefix}/u{n}", "UploadId": f"id{n}", "Initiated": initiated}
+                    {
+                        "Key": keys.staging_key(table.spec, f"u{n}", "html"),
+                        "UploadId": f"id{n}",
+                        "Initiated": initiated,
+                    }
                 ],
             }
             if more:
-                page.update(NextKeyMarker=f"{table.prefix}/u{n}", NextUploadIdMarker=f"id{n}")
+                page.update(
+                    NextKeyMarker=keys.staging_key(table.spec, f"u{n}", "html"),
+                    NextUploadIdMarker=f"id{n}",
+                )
             stub.add_response("list_multipart_uploads", page)
         report = check_storage(Storage(s3, dynamodb), table.spec)
         stub.assert_no_pending_responses()
-    assert sorted((o.key.rsplit("/", 1)[1], o.kind) for o in report.orphans) == [
+    assert sorted((o.key.split("/")[-2], o.kind) for o in report.orphans) == [
         ("u1", "upload"),
         ("u2", "upload"),
     ]

@@ -162,3 +162,48 @@ async def test_get_reports_bad_arguments_and_aws_errors_in_one_line(
     fails([*base, "--key=pk=13", "--range=10-19"], "InvalidInput", "past the end")
     assert run([*base, "--key=pk=13", "--range=2-4"]) == 0
     assert capsys.readouterr().out == "234"
+
+
+def one_error_line(capsys: pytest.CaptureFixture[str], argv: list[str], error: str) -> str:
+    """Run a command that must fail with ``error``: exit 2, one line on stderr, no traceback."""
+    capsys.readouterr()
+    assert run(argv) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"largeattr: {error}: "), lines
+    return lines[0]
+
+
+async def test_get_of_a_missing_object_says_so_in_one_line(
+    la: LargeAttrClient,
+    table: LargeAttrTable,
+    aws_env: list[str],
+    s3: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await la.create(table, "id-1", blobs={"html": b"<b>gone</b>"})
+    ref = (await la.get(table, "id-1")).blob("html")  # type: ignore[union-attr]
+    s3.delete_object(Bucket=table.bucket, Key=ref.key)
+    argv = ["get", f"--table={table.table_name}", "--key=pk=id-1", "--attr=html", *aws_env]
+    line = one_error_line(capsys, argv, "DanglingReference")
+    assert ref.uri in line
+    assert "largeattr check" in line
+
+
+async def test_get_says_what_the_item_has(
+    la: LargeAttrClient,
+    table: LargeAttrTable,
+    aws_env: list[str],
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    await la.create(table, "id-1", blobs={"html": b"<b>hi</b>"}, attributes={"title": "Hi"})
+    base = ["get", f"--table={table.table_name}", "--key=pk=id-1", *aws_env]
+    line = one_error_line(capsys, [*base, "--attr=image"], "UnknownAttribute")
+    assert "no attribute 'image'" in line
+    assert "its large attributes are html" in line
+    line = one_error_line(capsys, [*base, "--attr=title"], "InvalidInput")
+    assert "'title' is a plain attribute" in line
+    assert "not a large attribute" in line
+    assert "s3://bucket/key" not in line
+    assert run([*base, "--attr=html"]) == 0
+    assert capsys.readouterr().out == "<b>hi</b>"

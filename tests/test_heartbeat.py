@@ -6,9 +6,12 @@ import dataclasses
 import time
 from typing import Any
 
+import pytest
 from temporalio.testing import ActivityEnvironment
 
 from largeattr.activities.heartbeat import Beating
+
+pytestmark = pytest.mark.unit
 
 
 def run_slow_step(env: ActivityEnvironment, report: dict[str, Any] | None) -> None:

@@ -10,16 +10,23 @@ import pytest
 from largeattr import InvalidInput, InvalidKey, LargeAttrTable, UnknownAttribute, keys
 from largeattr.messages import TableSpec
 
+pytestmark = pytest.mark.unit
+
 SHA = "ab" * 32
 
 
-def spec(sort_key: str | None = None, template: str | None = None) -> TableSpec:
+def spec(
+    sort_key: str | None = None,
+    template: str | None = None,
+    table_name: str = "docs",
+    prefix: str = "pre",
+) -> TableSpec:
     return TableSpec(
-        table_name="docs",
+        table_name=table_name,
         partition_key="pk",
         sort_key=sort_key,
         bucket="bkt",
-        prefix="pre",
+        prefix=prefix,
         large_attributes=("html",),
         key_template=template,
     )
@@ -27,10 +34,10 @@ def spec(sort_key: str | None = None, template: str | None = None) -> TableSpec:
 
 def test_default_key_layout() -> None:
     assert keys.object_key(spec(), {"pk": {"S": "id-1"}}, "html", SHA) == (
-        f"pre/pk=id-1/attr=html/sha256={SHA}"
+        f"pre/t=docs/pk=id-1/attr=html/sha256={SHA}"
     )
     assert keys.object_key(spec("sk"), {"pk": {"S": "a"}, "sk": {"N": "2"}}, "html", SHA) == (
-        f"pre/pk=a/sk=2/attr=html/sha256={SHA}"
+        f"pre/t=docs/pk=a/sk=2/attr=html/sha256={SHA}"
     )
 
 
@@ -89,15 +96,17 @@ def test_lone_surrogate_is_rejected() -> None:
 @pytest.mark.parametrize(
     ("template", "problem"),
     [
-        ("{prefix}/{pk}{sk}/{attr}/{sha256}", "separator"),
-        ("{prefix}/pk={pk}/{sha256}", "attr"),
-        ("{prefix}/pk={pk}/attr={attr}", "sha256"),
-        ("x/{prefix}/pk={pk}/attr={attr}/{sha256}", "start"),
-        ("{prefix}/pk={pk}/a={attr}/{sha256}/{owner}", "unknown"),
-        ("{prefix}/{pk}/attr={attr}/{sha256}", "literal"),
-        ("{prefix}/pk={pk}_{attr}/{sha256}", "separator"),
-        ("{prefix}/_staging/pk={pk}/attr={attr}/sha256={sha256}", "_staging"),
-        ("{prefix}/_stag{pk}/attr={attr}/sha256={sha256}", "_staging"),
+        ("{prefix}/t={table}/{pk}{sk}/{attr}/{sha256}", "separator"),
+        ("{prefix}/t={table}/pk={pk}/{sha256}", "attr"),
+        ("{prefix}/t={table}/pk={pk}/attr={attr}", "sha256"),
+        ("x/{prefix}/t={table}/pk={pk}/attr={attr}/{sha256}", "start"),
+        ("{prefix}/pk={pk}/attr={attr}/sha256={sha256}", "start"),  # the previous default
+        ("{prefix}/{table}/pk={pk}/attr={attr}/sha256={sha256}", "start"),
+        ("{prefix}/pk={pk}/t={table}/attr={attr}/sha256={sha256}", "start"),
+        ("{prefix}/t={table}/pk={pk}/a={attr}/{sha256}/{owner}", "unknown"),
+        ("{prefix}/t={table}/pk={pk}_{attr}/{sha256}", "separator"),
+        ("{prefix}/t={table}//pk={pk}/attr={attr}/{sha256}", "empty segment"),
+        ("{prefix}/_staging/t={table}/pk={pk}/attr={attr}/sha256={sha256}", "start"),
     ],
 )
 def test_bad_templates_are_refused(template: str, problem: str) -> None:
@@ -105,9 +114,13 @@ def test_bad_templates_are_refused(template: str, problem: str) -> None:
         keys.validate_template(spec(template=template))
 
 
-def test_template_may_name_a_first_segment_like_staging() -> None:
-    custom = spec(template="{prefix}/_stagingx/pk={pk}/attr={attr}/sha256={sha256}")
-    assert keys.object_key(custom, {"pk": {"S": "a"}}, "html", SHA).startswith("pre/_stagingx/")
+def test_a_template_cannot_reach_the_staging_folder() -> None:
+    """Staged streams expire under ``{prefix}/_staging/``; an object key always starts with
+    the table's folder, so even a '_staging' segment in a template lands elsewhere."""
+    custom = spec(template="{prefix}/t={table}/_staging/pk={pk}/attr={attr}/sha256={sha256}")
+    key = keys.object_key(custom, {"pk": {"S": "a"}}, "html", SHA)
+    assert key.startswith("pre/t=docs/_staging/")
+    assert not key.startswith("pre/_staging/")
 
 
 @pytest.mark.parametrize(
@@ -131,18 +144,28 @@ def test_item_key_is_read_back_from_a_default_object_key(key: dict[str, Any]) ->
 
 
 def test_item_key_is_not_guessed_from_other_keys() -> None:
-    assert keys.item_keys_in(spec(), "pre/_staging/saga/html") == []
-    assert keys.item_keys_in(spec(), f"other/pk=a/attr=html/sha256={SHA}") == []
-    custom = spec(template="{prefix}/x={pk}/attr={attr}/sha256={sha256}")
-    assert keys.item_keys_in(custom, f"pre/x=a/attr=html/sha256={SHA}") == []
+    assert keys.item_keys_in(spec(), "pre/_staging/t=docs/saga/html") == []
+    assert keys.item_keys_in(spec(), f"other/t=docs/pk=a/attr=html/sha256={SHA}") == []
+    assert keys.item_keys_in(spec(), f"pre/t=other/pk=a/attr=html/sha256={SHA}") == []
+    assert keys.item_keys_in(spec(), f"pre/pk=a/attr=html/sha256={SHA}") == []  # previous scheme
+
+
+def test_item_key_is_read_back_from_a_custom_template() -> None:
+    custom = spec(template="{prefix}/t={table}/{shard}/x={pk}/{attr}/{sha256}")
+    key = keys.object_key(custom, {"pk": {"S": "a/b"}}, "html", SHA)
+    assert {"pk": {"S": "a/b"}} in keys.item_keys_in(custom, key)
+    assert keys.parse_object_key(custom, key) is not None
+    shard = key.split("/")[2]
+    wrong = key.replace(f"/{shard}/", "/0000/" if shard != "0000" else "/0001/")
+    assert keys.parse_object_key(custom, wrong) is None  # the template cannot give it
 
 
 def test_custom_template_replaces_the_key_function() -> None:
-    custom = spec(template="{prefix}/{shard}/pk={pk}/{attr}/{sha256}")
+    custom = spec(template="{prefix}/t={table}/{shard}/pk={pk}/{attr}/{sha256}")
     key = keys.object_key(custom, {"pk": {"S": "x"}}, "html", SHA)
-    shard = key.split("/")[1]
+    shard = key.split("/")[2]
     assert len(shard) == 4
-    assert key == f"pre/{shard}/pk=x/html/{SHA}"
+    assert key == f"pre/t=docs/{shard}/pk=x/html/{SHA}"
 
 
 def test_workflow_id_names_table_and_item_and_stays_short() -> None:
@@ -153,12 +176,127 @@ def test_workflow_id_names_table_and_item_and_stays_short() -> None:
 
 
 def test_uri_round_trip_and_ownership() -> None:
-    uri = keys.s3_uri("bkt", "pre/pk=a/attr=html/sha256=00")
-    assert keys.parse_s3_uri(uri) == ("bkt", "pre/pk=a/attr=html/sha256=00")
+    key = keys.object_key(spec(), {"pk": {"S": "a"}}, "html", SHA)
+    uri = keys.s3_uri("bkt", key)
+    assert keys.parse_s3_uri(uri) == ("bkt", key)
     assert keys.owned_by(spec(), uri)
-    assert not keys.owned_by(spec(), "s3://other/pre/x")
+    assert not keys.owned_by(spec(), keys.s3_uri("other", key))
     assert not keys.owned_by(spec(), "s3://bkt/prefix-elsewhere/x")
+    assert not keys.owned_by(spec(), "s3://bkt/pre/x")  # under the prefix, but no key of ours
     assert not keys.owned_by(spec(), "not a uri")
+
+
+# ---------------------------------------------------------------- ownership: the parser
+
+
+def test_one_table_never_owns_another_tables_objects() -> None:
+    """Tables 'docs' and 'docs2' on one bucket and prefix: same item, same bytes, two keys,
+    each owned by its own table only."""
+    one, two = spec(), spec(table_name="docs2")
+    item = {"pk": {"S": "id-1"}}
+    key_one = keys.object_key(one, item, "html", SHA)
+    key_two = keys.object_key(two, item, "html", SHA)
+    assert key_one != key_two
+    assert keys.owned_by(one, f"s3://bkt/{key_one}")
+    assert not keys.owned_by(one, f"s3://bkt/{key_two}")
+    assert keys.owned_by(two, f"s3://bkt/{key_two}")
+    assert not keys.owned_by(two, f"s3://bkt/{key_one}")
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        f"pre/pk=a/attr=html/sha256={SHA}",  # the previous scheme: no table folder
+        f"pre/t=docs/pk=a/attr=html/sha256={SHA[:-1]}",  # a short digest
+        f"pre/t=docs/pk=a/attr=html/sha256={SHA.upper()}",
+        f"pre/t=docs/pk=a/attr=html/sha256={SHA}/x",
+        f"pre/t=docs/pk=a/attr=html/sha256={SHA}.bak",
+        f"pre/t=docs/pk=a/sk=b/attr=html/sha256={SHA}",  # no sort key in this table
+        f"pre/t=docs/pk=/attr=html/sha256={SHA}",
+        f"pre/t=docs/pk=%41/attr=html/sha256={SHA}",  # 'A' escaped: not how we write it
+        f"pre/t=docs/pk=%2f/attr=html/sha256={SHA}",  # lowercase escape
+        f"pre/t=docs/pk=%FF/attr=html/sha256={SHA}",  # not UTF-8
+        f"pre/t=docs/pk=a b/attr=html/sha256={SHA}",
+        f"pre/t=docs/pk=a/attr=%68tml/sha256={SHA}",
+        f"pre/t=Docs/pk=a/attr=html/sha256={SHA}",
+        f"pre/t=docs/t=docs/pk=a/attr=html/sha256={SHA}",
+        f"pre/sub/t=docs/pk=a/attr=html/sha256={SHA}",  # a table under prefix 'pre/sub'
+        f"PRE/t=docs/pk=a/attr=html/sha256={SHA}",
+        "pre/_staging/t=docs/saga/html",
+        "pre/t=docs/stray/file.txt",
+    ],
+)
+def test_lookalike_keys_are_not_ours(key: str) -> None:
+    assert keys.parse_object_key(spec(), key) is None
+    assert not keys.owned_by(spec(), f"s3://bkt/{key}")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"S": "a/sk=b"}, {"S": "100%"}, {"S": "é 日本"}, {"S": "..."}, {"N": "-1.5"}, {"B": "AP8="}],
+)
+def test_escaped_values_parse_back(value: dict[str, str]) -> None:
+    key = keys.object_key(spec(), {"pk": value}, "html", SHA)
+    parsed = keys.parse_object_key(spec(), key)
+    assert parsed is not None
+    assert {"pk": value} in parsed.item_keys
+    assert (parsed.attribute, parsed.sha256) == ("html", SHA)
+    assert keys.is_object_of(spec(), key, {"pk": value})
+    assert not keys.is_object_of(spec(), key, {"pk": {"S": "other"}})
+
+
+def test_table_folders_are_disjoint_across_prefixes_and_tables() -> None:
+    """No key of one (prefix, table) is owned by another, even when prefixes nest or
+    look like table folders and item values look like paths."""
+    prefixes = ["pre", "pre/sub", "pre/docs", "pre/pk=a", "pre/attr=html"]
+    tables = ["docs", "docs2", "sub", "pka"]
+    values = ["a", "t=docs", "pre", "sub/t=docs", "docs"]
+    specs = [
+        spec(sort_key=sk, table_name=t, prefix=p)
+        for p in prefixes
+        for t in tables
+        for sk in (None, "sk")
+    ]
+    made: dict[str, TableSpec] = {}
+    for table in specs:
+        for value in values:
+            item = {"pk": {"S": value}, **({"sk": {"S": value}} if table.sort_key else {})}
+            made[keys.object_key(table, item, "html", SHA)] = table
+            made[keys.staging_key(table, "saga-1", "html")] = table
+    for key, writer in made.items():
+        owners = {(t.prefix, t.table_name) for t in specs if keys.owns_key(t, key)}
+        assert owners == {(writer.prefix, writer.table_name)}, key
+        if "/_staging/" not in key:  # a staged stream is the table's, whatever its key shape
+            assert [t for t in specs if keys.parse_object_key(t, key)] == [writer], key
+
+
+def test_staging_is_per_table() -> None:
+    staged = keys.staging_key(spec(), "saga/1", "html")
+    assert staged == "pre/_staging/t=docs/saga%2F1/html"
+    assert keys.is_staging_key(spec(), staged)
+    assert not keys.is_staging_key(spec(table_name="docs2"), staged)
+    assert not keys.is_staging_key(spec(), "pre/_staging/saga/html")  # the previous scheme
+    assert keys.in_a_table_folder(spec(table_name="docs2"), staged)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "problem"),
+    [
+        ("a//b", "empty segment"),
+        ("/a", "empty segment"),
+        ("a/", "empty segment"),
+        ("", "give a prefix"),
+        ("a/../b", "step"),
+        ("a/./b", "step"),
+        ("a/_staging", "_staging"),
+        ("a/t=docs", "t="),
+        ("t=x", "t="),
+    ],
+)
+def test_bad_prefixes_are_refused_on_the_wire_too(prefix: str, problem: str) -> None:
+    """A saga started with a plain Temporal client checks the prefix when it derives a key."""
+    with pytest.raises(InvalidInput, match=problem):
+        keys.object_key(spec(prefix=prefix), {"pk": {"S": "a"}}, "html", SHA)
 
 
 # ---------------------------------------------------------------- table declarations
@@ -191,6 +329,9 @@ def test_table_normalises_prefix() -> None:
         {"table_name": "x"},
         {"prefix": "/"},
         {"prefix": "docs/_staging"},
+        {"prefix": "docs//html"},
+        {"prefix": "docs/t=other"},
+        {"key_template": "{prefix}/pk={pk}/attr={attr}/sha256={sha256}"},
         {"sort_key": "sk", "large_attributes": ("sk",)},
         {"key_template": "{prefix}/{attr}/{sha256}"},
     ],

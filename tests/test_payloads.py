@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from temporalio.converter import DataConverter
 
 from largeattr import LargeAttrTable, TransferConfig
 from largeattr.messages import BlobInput, CreateItemInput
+
+pytestmark = pytest.mark.unit
 
 #: Temporal server's default payload warning (dynamic config limit.blobSize.warn).
 PAYLOAD_WARNING = 512 * 1024

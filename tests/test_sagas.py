@@ -24,6 +24,7 @@ from largeattr import (
     keys,
 )
 from largeattr.errors import AccessDenied, ItemTooLarge, UnknownAttribute
+from largeattr.failures import with_our_failures
 from largeattr.messages import BlobInput, CreateItemInput, ItemResult
 from largeattr.workflows import CreateItemWorkflow
 from tests.conftest import no_change, object_keys, raw_item
@@ -65,7 +66,9 @@ async def test_create_get_read_back(la: LargeAttrClient, table: LargeAttrTable, 
     assert html.content_type == "text/html"
     assert html.sha256 == hashlib.sha256(HTML).hexdigest()
     # The key holds the content hash and the escaped item key.
-    assert html.key == f"{table.prefix}/pk=doc-1/attr=html/sha256={html.sha256}"
+    assert html.key == (
+        f"{table.prefix}/t={table.table_name}/pk=doc-1/attr=html/sha256={html.sha256}"
+    )
     # Objects under the prefix are exactly the item's.
     assert object_keys(s3, table) == {html.key, item.blob("image").key}
 
@@ -141,8 +144,9 @@ async def test_escaping_keeps_lookalike_keys_apart(
     three = await la.create(nested, ("a/sk=b", "c"), blobs={"html": b"third"})
     paths = {key_of(uris(r)["html"]) for r in (one, two, three)}
     assert len(paths) == 3
-    assert key_of(uris(one)["html"]).startswith(f"{flat.prefix}/pk=a%2Fsk%3Db/attr=html/")
-    assert key_of(uris(two)["html"]).startswith(f"{flat.prefix}/pk=a/sk=b/attr=html/")
+    flat_folder, nested_folder = (f"{t.prefix}/t={t.table_name}" for t in (flat, nested))
+    assert key_of(uris(one)["html"]).startswith(f"{flat_folder}/pk=a%2Fsk%3Db/attr=html/")
+    assert key_of(uris(two)["html"]).startswith(f"{nested_folder}/pk=a/sk=b/attr=html/")
     # Deleting one leaves the look-alikes readable.
     await la.delete(flat, "a/sk=b")
     item = await la.get(nested, ("a", "b"))
@@ -473,6 +477,17 @@ async def test_plain_temporal_client_with_public_input_types(
             task_queue=task_queue,
         )
     assert getattr(failure.value.cause, "type", None) == "ItemAlreadyExists"
+    # With largeattr's failure converter, the same failure is the class itself.
+    ours = with_our_failures(temporal)
+    with pytest.raises(WorkflowFailureError) as typed:
+        await ours.execute_workflow(
+            CreateItemWorkflow.run,
+            CreateItemInput(table=table.spec, key=table.key("direct")),
+            id=table.workflow_id("direct"),
+            task_queue=task_queue,
+        )
+    assert isinstance(typed.value.cause, ItemAlreadyExists)
+    assert "already exists (version 1)" in typed.value.cause.message
 
 
 @pytest.mark.parametrize(

@@ -7,9 +7,11 @@ from typing import Any
 import boto3
 import pytest
 
-from largeattr import AwsConfig, LargeAttrTable, Storage
+from largeattr import AwsConfig, InvalidInput, LargeAttrTable, Storage
 from largeattr.steps import StepByStep
 from tests.conftest import object_keys
+
+pytestmark = pytest.mark.unit
 
 
 @pytest.fixture
@@ -102,3 +104,40 @@ def test_remove_a_large_attribute_by_hand(
     assert object_keys(s3, table) == {second.blobs[0].key}
     head = s3.head_object(Bucket=table.bucket, Key=second.blobs[0].key)
     assert head["Metadata"]["la-updated-at"].startswith("20")  # the time of the call
+
+
+def test_delete_by_hand_then_clean_up(
+    s3: Any, dynamodb: Any, table: LargeAttrTable, resource_table: Any
+) -> None:
+    steps = StepByStep(Storage(s3, dynamodb), table)
+    written = steps.put_blobs("doc", {"html": b"page", "image": b"img"})
+    resource_table.put_item(Item={"pk": "doc", **written.attributes()})
+    old = resource_table.get_item(Key={"pk": "doc"})["Item"]
+    resource_table.delete_item(Key={"pk": "doc"})
+    result = steps.clean_up_after_delete(old)
+    assert sorted(result.deleted) == sorted(b.key for b in written.blobs)
+    assert object_keys(s3, table) == set()
+
+    # Written again with the same content meanwhile: the same key, live again, kept.
+    again = steps.put_blobs("doc", {"html": b"page"})
+    resource_table.put_item(Item={"pk": "doc", **again.attributes()})
+    stale = {"pk": "doc", "html": again.blobs[0].uri}
+    assert steps.clean_up_after_delete(stale).deleted == ()
+    assert steps.clean_up_after_delete(stale).kept == (again.blobs[0].key,)
+    assert object_keys(s3, table) == {again.blobs[0].key}
+
+
+def test_delete_clean_up_reads_a_binary_key(
+    s3: Any, dynamodb: Any, new_table: Any, aws: AwsConfig
+) -> None:
+    table = new_table(partition_key_type="B")
+    steps = StepByStep(Storage(s3, dynamodb), table)
+    written = steps.put_blobs(b"\x00\x01", {"html": b"page"})
+    resource = aws.session().resource("dynamodb", endpoint_url=aws.endpoint_url)
+    items = resource.Table(table.table_name)
+    items.put_item(Item={"pk": b"\x00\x01", **written.attributes()})
+    old = items.get_item(Key={"pk": b"\x00\x01"})["Item"]  # pk comes back as Binary
+    items.delete_item(Key={"pk": b"\x00\x01"})
+    assert steps.clean_up_after_delete(old).deleted == (written.blobs[0].key,)
+    with pytest.raises(InvalidInput, match="key attributes"):
+        steps.clean_up_after_delete({"html": written.blobs[0].uri})

@@ -15,22 +15,21 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from largeattr import InvalidInput, LargeAttrTable, transfer
+from largeattr import InvalidInput, LargeAttrTable
 from largeattr.config import AwsConfig
 from largeattr.messages import BlobInput, FindOrphansArgs
 from largeattr.storage import Storage
-from largeattr.transfer import (
-    MiB,
-    PutSpec,
-    TransferConfig,
-    UploadProgress,
-    copy_object,
-    digest_bytes,
-    put_multipart,
-)
+from largeattr.transfer import MiB, TransferConfig, multipart
+from largeattr.transfer.copy import copy_object
+from largeattr.transfer.digests import digest_bytes
+from largeattr.transfer.multipart import UploadProgress, put_multipart
+from largeattr.transfer.parts import RandomAccessParts, StreamParts
+from largeattr.transfer.put import PutSpec
 from tests.conftest import BUCKET, open_uploads
 from tests.faults import Faults
 from tests.test_blobs import pattern
+
+pytestmark = pytest.mark.unit
 
 FIVE_MIB = TransferConfig(multipart_threshold=6 * MiB, part_size=5 * MiB, max_concurrency=1)
 EIGHT_MIB = dataclasses.replace(FIVE_MIB, part_size=8 * MiB)
@@ -63,7 +62,7 @@ def fail_after_three_parts(
     Faults().attach(s3).fail("UploadPart", times=-1, match=lambda p: int(p["PartNumber"]) > 3)
     progress = UploadProgress()
     with pytest.raises(ClientError):
-        Storage(s3, dynamodb, FIVE_MIB).store(
+        Storage(s3, dynamodb, FIVE_MIB).blobs.store(
             put,
             BLOB,
             digest_bytes(data),
@@ -90,7 +89,7 @@ def test_resume_keeps_the_part_size_the_upload_started_with(
     calls = Faults().attach(client)
     sent: list[int] = []
     calls.before("UploadPart", lambda p: sent.append(int(p["PartNumber"])), times=-1)
-    Storage(client, dynamodb, EIGHT_MIB).store(
+    Storage(client, dynamodb, EIGHT_MIB).blobs.store(
         put,
         BLOB,
         digest_bytes(data),
@@ -119,7 +118,7 @@ def test_resume_without_a_recorded_part_size_starts_over_when_the_parts_do_not_f
     sent: list[int] = []
     calls.before("UploadPart", lambda p: sent.append(int(p["PartNumber"])), times=-1)
     resumed = UploadProgress(upload_id=first.upload_id)
-    Storage(client, dynamodb, EIGHT_MIB).store(
+    Storage(client, dynamodb, EIGHT_MIB).blobs.store(
         put, BLOB, digest_bytes(data), lambda: io.BytesIO(data), "s1", progress=resumed
     )
     assert sorted(sent) == [1, 2, 3]  # three 8 MiB parts
@@ -140,7 +139,7 @@ def test_parts_that_do_not_add_up_to_the_size_are_never_completed(aws: AwsConfig
         return data[offset : offset + length - (1000 if offset else 0)]
 
     with pytest.raises(InvalidInput, match="expected 13631488 bytes"):
-        Storage(client, dynamodb, FIVE_MIB).store(
+        Storage(client, dynamodb, FIVE_MIB).blobs.store(
             put, BLOB, digest_bytes(data), lambda: io.BytesIO(data), "s1", read_part=shrunk
         )
     assert calls.calls["s3.CompleteMultipartUpload"] == 0
@@ -170,7 +169,7 @@ def test_progress_is_reported_while_slow_parts_are_in_flight(
     aws: AwsConfig, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A part that takes longer than the heartbeat timeout must not silence the reports."""
-    monkeypatch.setattr(transfer, "_PROGRESS_EVERY", 0.05)
+    monkeypatch.setattr(multipart, "_PROGRESS_EVERY", 0.05)
     client, _ = aws.clients()
     Faults().attach(client).slow("UploadPart", 0.6)
     data, put = pattern(15 * MiB, 15), new_put()
@@ -179,14 +178,10 @@ def test_progress_is_reported_while_slow_parts_are_in_flight(
     put_multipart(
         client,
         put,
-        io.BytesIO(data),
-        len(data),
-        digest_bytes(data).crc32,
+        RandomAccessParts(reader_of(data), len(data), digest_bytes(data).crc32),
         config,
         UploadProgress(),
         lambda _: reports.append(time.monotonic()),
-        seek=True,
-        read_part=reader_of(data),
     )
     assert reports[-1] - reports[0] >= 1.0  # two rounds of 0.6 s parts
     assert max(later - earlier for earlier, later in itertools.pairwise(reports)) < 0.3
@@ -205,7 +200,7 @@ def test_a_stream_reports_progress_after_each_part_it_reads(aws: AwsConfig, s3: 
     client, _ = aws.clients()
     config = dataclasses.replace(FIVE_MIB, max_concurrency=8)  # no part waits for another
     put_multipart(
-        client, put, Recording(data), -1, None, config, UploadProgress(), reports.append, seek=False
+        client, put, StreamParts(Recording(data)), config, UploadProgress(), reports.append
     )
     at_part_starts = [reads[offset] for offset in (0, 5 * MiB, 10 * MiB)]
     assert at_part_starts == sorted(set(at_part_starts)), at_part_starts
@@ -213,28 +208,28 @@ def test_a_stream_reports_progress_after_each_part_it_reads(aws: AwsConfig, s3: 
 
 
 class OneUploadPerPage:
-    """An S3 client whose ListMultipartUploads answers one upload per page, as S3 does past
-    1,000 (moto ignores MaxUploads)."""
+    """Makes a client's ListMultipartUploads answer one upload per page, as S3 does past
+    1,000 (moto ignores MaxUploads), through botocore's event hooks so that boto3's
+    paginator sees the pages."""
 
     def __init__(self, s3: Any) -> None:
-        self._s3 = s3
         self.pages = 0
+        s3.meta.events.register("before-parameter-build.s3.ListMultipartUploads", self._asked)
+        s3.meta.events.register("after-call.s3.ListMultipartUploads", self._one_upload)
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._s3, name)
-
-    def list_multipart_uploads(self, **kwargs: Any) -> dict[str, Any]:
+    def _asked(self, params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
         self.pages += 1
-        marker = (kwargs.pop("KeyMarker", ""), kwargs.pop("UploadIdMarker", ""))
-        uploads = sorted(
-            self._s3.list_multipart_uploads(**kwargs).get("Uploads", []),
-            key=lambda u: (u["Key"], u["UploadId"]),
-        )
-        rest = [u for u in uploads if (u["Key"], u["UploadId"]) > marker]
-        page: dict[str, Any] = {"Uploads": rest[:1], "IsTruncated": len(rest) > 1}
+        context["after"] = (params.pop("KeyMarker", ""), params.pop("UploadIdMarker", ""))
+
+    def _one_upload(self, parsed: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        uploads = sorted(parsed.get("Uploads", []), key=lambda u: (u["Key"], u["UploadId"]))
+        rest = [u for u in uploads if (u["Key"], u["UploadId"]) > context["after"]]
+        parsed["Uploads"], parsed["IsTruncated"] = rest[:1], len(rest) > 1
         if rest:
-            page["NextKeyMarker"], page["NextUploadIdMarker"] = rest[0]["Key"], rest[0]["UploadId"]
-        return page
+            parsed["NextKeyMarker"], parsed["NextUploadIdMarker"] = (
+                rest[0]["Key"],
+                rest[0]["UploadId"],
+            )
 
 
 def test_reconcile_aborts_stale_uploads_past_the_first_page(
@@ -244,7 +239,7 @@ def test_reconcile_aborts_stale_uploads_past_the_first_page(
         s3.create_multipart_upload(Bucket=table.bucket, Key=f"{table.prefix}/stale-{index}")
     client, dynamodb = aws.clients()
     paged = OneUploadPerPage(client)
-    page = Storage(paged, dynamodb).find_orphans(  # type: ignore[arg-type]
+    page = Storage(client, dynamodb).cleanup.find_orphans(
         FindOrphansArgs(table=table.spec, grace_seconds=0, upload_grace_seconds=0, page_size=100)
     )
     assert page.uploads_aborted == 3

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
-from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -28,7 +27,8 @@ with workflow.unsafe.imports_passed_through():
         ReconcileInput,
         ReconcileResult,
     )
-    from largeattr.workflows.steps import UNTIL_DONE, plural
+    from largeattr.workflows.policies import RECONCILE_ITEM, RECONCILE_PAGE, UNTIL_DONE
+    from largeattr.workflows.saga import plural
 
 #: Items cleaned at once by one pass.
 PARALLEL_ITEMS = 16
@@ -41,7 +41,7 @@ class CleanItemWorkflow:
         return await workflow.execute_activity_method(
             SagaActivities.delete_unreferenced,
             request,
-            start_to_close_timeout=timedelta(minutes=5),
+            start_to_close_timeout=RECONCILE_ITEM,
             retry_policy=UNTIL_DONE,
             summary=f"delete {plural(len(request.keys), 'unreferenced object')}",
         )
@@ -65,7 +65,7 @@ class ReconcileWorkflow:
                     staged_only=request.keep_old_versions,
                     dry_run=request.dry_run,
                 ),
-                start_to_close_timeout=timedelta(minutes=10),
+                start_to_close_timeout=RECONCILE_PAGE,
                 retry_policy=UNTIL_DONE,
                 summary=f"scan up to {request.page_size} objects for orphans",
             )

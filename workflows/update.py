@@ -4,35 +4,15 @@ unchanged (pivot) -> delete the objects the old version referenced and the new o
 
 from __future__ import annotations
 
-import asyncio
-
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from largeattr import keys
     from largeattr.activities.saga import SagaActivities
     from largeattr.errors import LargeAttrError
-    from largeattr.messages import (
-        ItemChanges,
-        ItemResult,
-        ReadItemArgs,
-        UpdateItemArgs,
-        UpdateItemInput,
-    )
-    from largeattr.workflows.steps import (
-        BEFORE_PIVOT,
-        DYNAMODB_CALL,
-        PIVOT_CALL,
-        WAIT,
-        Saga,
-        after_failure,
-        check_request,
-        delete_objects,
-        require_version,
-        stop_if_cancelled,
-        store_blobs,
-    )
+    from largeattr.messages import ItemChanges, ItemResult, UpdateItemArgs, UpdateItemInput
+    from largeattr.workflows.blobs import store_blobs
+    from largeattr.workflows.checks import check_request, require_version
+    from largeattr.workflows.saga import Saga
 
 
 @workflow.defn(name="largeattr.UpdateItem", failure_exception_types=[LargeAttrError])
@@ -51,53 +31,24 @@ class UpdateItemWorkflow:
             },
             removed_blobs=request.remove_blobs,
         )
-        saga = Saga(request.table, request.key, workflow.info().run_id, workflow.now().isoformat())
-        item = keys.item_path(request.table, request.key)
-        pivot_started = False
-        try:
-            state = await workflow.execute_activity_method(
-                SagaActivities.read_item,
-                ReadItemArgs(
-                    request.table,
-                    request.key,
-                    ItemChanges(
-                        set_attributes={**request.set_attributes, **request.add_attributes},
-                        remove_attributes=request.remove_attributes + request.remove_blobs,
-                        blob_attributes=tuple(b.attribute for b in request.blobs),
-                    ),
-                ),
-                start_to_close_timeout=DYNAMODB_CALL,
-                retry_policy=BEFORE_PIVOT,
-                summary=f"read {item}",
+        saga = Saga.begin(request.table, request.key, request.options)
+        async with saga.compensating():
+            state = await saga.read(
+                ItemChanges(
+                    set_attributes={**request.set_attributes, **request.add_attributes},
+                    remove_attributes=request.remove_attributes + request.remove_blobs,
+                    blob_attributes=tuple(b.attribute for b in request.blobs),
+                )
             )
-            require_version(state, request.expected_version, item, "create it first")
-
+            require_version(state, request.expected_version, saga.item, "create it first")
             stored = await store_blobs(saga, request.blobs)
-            stop_if_cancelled()
-            pivot_started = True
-            pivot = await workflow.execute_activity_method(
+            pivot = await saga.pivot(
                 SagaActivities.update_item,
                 UpdateItemArgs(
                     request.table, request, tuple(stored), state, saga.saga_id, saga.updated_at
                 ),
-                start_to_close_timeout=PIVOT_CALL,
-                retry_policy=BEFORE_PIVOT,
-                cancellation_type=WAIT,
-                summary=f"pivot: update item (if version {state.version})",
+                expected=state,
+                summary=f"update item (if version {state.version})",
             )
-        except (ActivityError, LargeAttrError, asyncio.CancelledError) as err:
-            read = state if pivot_started else None
-            pivot = await after_failure(saga, request.options, err, read)
-
-        deleted: tuple[str, ...] = ()
-        if request.options.delete_old_objects:
-            deleted = await delete_objects(request.table, pivot.superseded, "old object")
-        return ItemResult(
-            operation="update",
-            table_name=request.table.table_name,
-            key=request.key,
-            version=pivot.version,
-            blobs=tuple(stored),
-            deleted_objects=deleted,
-            saga_id=saga.saga_id,
-        )
+        deleted = await saga.clean_up(pivot, "old object")
+        return saga.result("update", pivot, deleted, stored)
