@@ -540,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
     from botocore.config import Config
 
     from largeattr.devstack import start_moto, start_temporal, stop_process
-    from largeattr.setup import ensure_bucket, ensure_table
+    from largeattr.provision import ensure_bucket, ensure_table
     from largeattr.table import LargeAttrTable
 
     work = Path(args.keep_dir or tempfile.mkdtemp(prefix="largeattr-bench-")).resolve()

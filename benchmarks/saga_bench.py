@@ -852,7 +852,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from largeattr import LargeAttrTable
     from largeattr.devstack import connect_when_serving, start_temporal, stop_process
-    from largeattr.setup import ensure_bucket, ensure_table
+    from largeattr.provision import ensure_bucket, ensure_table
 
     work = Path(args.keep_dir or tempfile.mkdtemp(prefix="largeattr-saga-bench-")).resolve()
     work.mkdir(parents=True, exist_ok=True)

@@ -115,18 +115,14 @@ def _scan(storage: Storage, spec: TableSpec) -> Iterator[dict[str, Any]]:
     names = [spec.partition_key, *([spec.sort_key] if spec.sort_key else [])]
     names += [*spec.large_attributes, *dynamo.bookkeeping_attributes(spec)]
     placeholders = {f"#a{i}": name for i, name in enumerate(dict.fromkeys(names))}
-    kwargs: dict[str, Any] = {
-        "TableName": spec.table_name,
-        "ProjectionExpression": ", ".join(placeholders),
-        "ExpressionAttributeNames": placeholders,
-        "ConsistentRead": True,
-    }
-    while True:
-        page = storage.dynamodb.scan(**kwargs)
+    pages = storage.dynamodb.get_paginator("scan").paginate(
+        TableName=spec.table_name,
+        ProjectionExpression=", ".join(placeholders),
+        ExpressionAttributeNames=placeholders,
+        ConsistentRead=True,
+    )
+    for page in pages:
         yield from page.get("Items", [])
-        if "LastEvaluatedKey" not in page:
-            return
-        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
 
 
 def _object_problem(

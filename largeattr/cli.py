@@ -91,7 +91,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_setup(args: argparse.Namespace) -> int:
-    from largeattr.setup import setup
+    from largeattr.provision import setup
 
     table_flags = {flag: getattr(args, flag) for flag in ("table", "bucket", "prefix", "large")}
     if not any(table_flags.values()) and not args.search_attributes:
@@ -112,8 +112,8 @@ def cmd_setup(args: argparse.Namespace) -> int:
             print(f"{name}: {value}")
     if args.search_attributes:
         from largeattr.config import connect_temporal
+        from largeattr.provision import ensure_search_attributes
         from largeattr.search_attributes import SEARCH_ATTRIBUTES
-        from largeattr.setup import ensure_search_attributes
 
         async def register() -> tuple[str, dict[str, str]]:
             temporal = await connect_temporal(args.address, args.namespace)

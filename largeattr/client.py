@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import mimetypes
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Concatenate, Literal, ParamSpec
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
@@ -46,9 +42,9 @@ from temporalio.exceptions import (
 )
 
 from largeattr import dynamo, keys, search_attributes
+from largeattr.blobinputs import Blob, Holder, blob_inputs
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal
 from largeattr.errors import (
-    BlobTooLarge,
     InvalidInput,
     ItemBusy,
     LargeAttrError,
@@ -64,28 +60,16 @@ from largeattr.messages import (
     ItemResult,
     ReconcileInput,
     ReconcileResult,
-    S3Options,
     SagaOptions,
     UpdateItemInput,
 )
 from largeattr.read import BlobRef, Item, Reader
-from largeattr.sources import SourceRegistry, is_stream
+from largeattr.sources import SourceRegistry
 from largeattr.storage import Storage
 from largeattr.table import KeyInput, LargeAttrTable
-from largeattr.transfer.config import MAX_OBJECT_SIZE, TransferConfig, human_size
+from largeattr.transfer.config import TransferConfig, human_size
 
 OnBusy = Literal["wait", "fail"]
-
-
-@dataclass(frozen=True)
-class Blob:
-    """A large attribute value with its settings. Plain bytes, a ``pathlib.Path``, a binary
-    file object or an iterable of byte chunks may be passed directly instead."""
-
-    data: Any
-    content_type: str | None = None
-    content_encoding: str | None = None
-    s3: S3Options | None = None
 
 
 def user_error(err: BaseException) -> BaseException:
@@ -101,6 +85,23 @@ def user_error(err: BaseException) -> BaseException:
     if isinstance(cause, CancelledError | TerminatedError | TimeoutError):
         return SagaFailed(f"the saga did not finish: {cause}")
     return err
+
+
+P = ParamSpec("P")
+
+
+def _waiting(
+    start: Callable[Concatenate[LargeAttrClient, P], Awaitable[WorkflowHandle[Any, ItemResult]]],
+) -> Callable[Concatenate[LargeAttrClient, P], Coroutine[Any, Any, ItemResult]]:
+    """``start_create`` -> ``create``: the same arguments; starts the saga, waits for it and
+    returns its result (or raises the error class it failed with)."""
+
+    async def run(self: LargeAttrClient, /, *args: P.args, **kwargs: P.kwargs) -> ItemResult:
+        return await self.result(await start(self, *args, **kwargs))
+
+    run.__name__ = run.__qualname__ = start.__name__.removeprefix("start_")
+    run.__doc__ = f"{start.__doc__}\n\nWaits for the saga; ``{start.__name__}`` returns its handle."
+    return run
 
 
 class LargeAttrClient:
@@ -164,23 +165,6 @@ class LargeAttrClient:
 
     # ------------------------------------------------------------------ writes
 
-    async def create(
-        self,
-        table: LargeAttrTable,
-        key: KeyInput,
-        blobs: Mapping[str, Any] | None = None,
-        attributes: Mapping[str, Any] | None = None,
-        *,
-        overwrite: bool = False,
-        options: SagaOptions | None = None,
-        on_busy: OnBusy = "wait",
-    ) -> ItemResult:
-        """Create an item; ``ItemAlreadyExists`` if it exists (unless ``overwrite``)."""
-        handle = await self.start_create(
-            table, key, blobs, attributes, overwrite=overwrite, options=options, on_busy=on_busy
-        )
-        return await self.result(handle)
-
     async def start_create(
         self,
         table: LargeAttrTable,
@@ -192,6 +176,7 @@ class LargeAttrClient:
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
     ) -> WorkflowHandle[Any, ItemResult]:
+        """Create an item; ``ItemAlreadyExists`` if it exists (unless ``overwrite``)."""
         from largeattr.workflows import CreateItemWorkflow
 
         item_key = table.key(key)
@@ -222,37 +207,6 @@ class LargeAttrClient:
                 CreateItemWorkflow.run, request, table, item_key, summary, on_busy, held
             )
 
-    async def update(
-        self,
-        table: LargeAttrTable,
-        key: KeyInput,
-        blobs: Mapping[str, Any] | None = None,
-        *,
-        set: Mapping[str, Any] | None = None,
-        remove: Sequence[str] = (),
-        add: Mapping[str, Any] | None = None,
-        delete: Mapping[str, Any] | None = None,
-        expected_version: int | None = None,
-        options: SagaOptions | None = None,
-        on_busy: OnBusy = "wait",
-    ) -> ItemResult:
-        """Update an item: replace blobs (None removes one), SET / REMOVE / ADD / DELETE
-        plain attributes. ``ItemNotFound`` if it is missing; ``VersionConflict`` if
-        ``expected_version`` is given and stale."""
-        handle = await self.start_update(
-            table,
-            key,
-            blobs,
-            set=set,
-            remove=remove,
-            add=add,
-            delete=delete,
-            expected_version=expected_version,
-            options=options,
-            on_busy=on_busy,
-        )
-        return await self.result(handle)
-
     async def start_update(
         self,
         table: LargeAttrTable,
@@ -267,6 +221,9 @@ class LargeAttrClient:
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
     ) -> WorkflowHandle[Any, ItemResult]:
+        """Update an item: replace blobs (None removes one), SET / REMOVE / ADD / DELETE
+        plain attributes. ``ItemNotFound`` if it is missing; ``VersionConflict`` if
+        ``expected_version`` is given and stale."""
         from largeattr.workflows import UpdateItemWorkflow
 
         item_key = table.key(key)
@@ -325,21 +282,6 @@ class LargeAttrClient:
                 UpdateItemWorkflow.run, request, table, item_key, summary, on_busy, held
             )
 
-    async def delete(
-        self,
-        table: LargeAttrTable,
-        key: KeyInput,
-        *,
-        expected_version: int | None = None,
-        options: SagaOptions | None = None,
-        on_busy: OnBusy = "wait",
-    ) -> ItemResult:
-        """Delete an item, then its objects. ``ItemNotFound`` if it is missing."""
-        handle = await self.start_delete(
-            table, key, expected_version=expected_version, options=options, on_busy=on_busy
-        )
-        return await self.result(handle)
-
     async def start_delete(
         self,
         table: LargeAttrTable,
@@ -349,6 +291,7 @@ class LargeAttrClient:
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
     ) -> WorkflowHandle[Any, ItemResult]:
+        """Delete an item, then its objects. ``ItemNotFound`` if it is missing."""
         from largeattr.workflows import DeleteItemWorkflow
 
         item_key = table.key(key)
@@ -362,6 +305,11 @@ class LargeAttrClient:
         return await self._start(
             DeleteItemWorkflow.run, request, table, item_key, summary, on_busy, []
         )
+
+    # The same calls, waiting for the saga's result (one parameter list for both forms).
+    create = _waiting(start_create)
+    update = _waiting(start_update)
+    delete = _waiting(start_delete)
 
     async def result(self, handle: WorkflowHandle[Any, ItemResult]) -> ItemResult:
         """Wait for a saga started with ``start_*``; raises the error class it failed with."""
@@ -542,124 +490,12 @@ class LargeAttrClient:
         self, table: LargeAttrTable, blobs: Mapping[str, Any], held: list[str]
     ) -> tuple[tuple[BlobInput, ...], list[str]]:
         """Validate blobs and decide how each travels: inline, or from this process."""
-        table.check_blob_names(list(blobs))
-        removed = [name for name, value in blobs.items() if value is None]
-        wrapped = {
-            name: value if isinstance(value, Blob) else Blob(value)
-            for name, value in blobs.items()
-            if value is not None
-        }
-        inline_left = self.transfer.inline_total
-        inputs: list[BlobInput] = []
-        for name, blob in sorted(wrapped.items(), key=lambda kv: _known_size(kv[1].data)):
-            content_type, encoding = _content_type(blob)
-            small = await asyncio.to_thread(_small_bytes, blob.data, self.transfer.inline_threshold)
-            if small is not None and len(small) <= inline_left:
-                inline_left -= len(small)
-                inputs.append(BlobInput.inline(name, small, content_type, encoding, blob.s3))
-                continue
-            source, seekable = self.sources.hold(
-                io.BytesIO(small) if small is not None else blob.data
-            )
-            held.append(source)
-            size = self.sources.size(source)
-            if size is not None and size > MAX_OBJECT_SIZE:
-                raise BlobTooLarge(
-                    f"blob {name!r} is {size:,} bytes; S3 objects are at most {MAX_OBJECT_SIZE:,}"
-                )
-            inputs.append(
-                BlobInput(
-                    attribute=name,
-                    content_type=content_type,
-                    content_encoding=encoding,
-                    source=source,
-                    task_queue=self.blob_queue,
-                    seekable=seekable,
-                    size=size,
-                    s3=blob.s3,
-                )
-            )
-        order = {name: i for i, name in enumerate(blobs)}
-        inputs.sort(key=lambda b: order[b.attribute])
-        return tuple(inputs), removed
+        return await blob_inputs(
+            table, blobs, self.transfer, Holder(self.sources, self.blob_queue, held)
+        )
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _known_size(data: Any) -> int:
-    if isinstance(data, bytes | bytearray | memoryview):
-        return len(data)
-    if isinstance(data, os.PathLike):
-        with contextlib.suppress(OSError):
-            return Path(data).stat().st_size
-    return MAX_OBJECT_SIZE
-
-
-def _small_bytes(data: Any, threshold: int) -> bytes | None:
-    """The bytes of a blob that is small enough to travel inline, else None.
-
-    Also where the type of a blob is checked, so a wrong one fails before anything runs."""
-    if isinstance(data, str):
-        raise InvalidInput(
-            "a blob given as str is ambiguous: encode text (text.encode()) or pass a "
-            "pathlib.Path to upload a file"
-        )
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data) if len(data) <= threshold else None
-    if isinstance(data, os.PathLike):
-        path = Path(data)
-        if not path.is_file():
-            raise InvalidInput(f"{path} is not a readable file; pass an existing file path")
-        return path.read_bytes() if path.stat().st_size <= threshold else None
-    if hasattr(data, "read"):
-        mode = getattr(data, "mode", "rb")
-        if isinstance(mode, str) and "b" not in mode:
-            raise InvalidInput("open the file in binary mode ('rb'), not text mode")
-        if isinstance(data, io.TextIOBase):
-            raise InvalidInput("pass a binary file object (open(..., 'rb')), not a text one")
-        seekable = False
-        with contextlib.suppress(OSError, ValueError, AttributeError):
-            seekable = bool(data.seekable())
-        if seekable:
-            start = data.tell()
-            end = data.seek(0, os.SEEK_END)
-            data.seek(start)
-            if end - start <= threshold:
-                chunk = data.read(end - start)
-                data.seek(start)
-                if not isinstance(chunk, bytes):
-                    raise InvalidInput("the file object returned text; open it in binary mode")
-                return chunk
-        return None
-    if isinstance(data, Mapping | set | frozenset):
-        raise InvalidInput(
-            f"a blob must be bytes, a file or a stream of bytes, not a {type(data).__name__}; "
-            "serialise it first (e.g. json.dumps(value).encode())"
-        )
-    if isinstance(data, list | tuple) and not all(
-        isinstance(chunk, bytes | bytearray | memoryview) for chunk in data
-    ):
-        raise InvalidInput("a list given as a blob must hold bytes chunks only")
-    if is_stream(data):
-        return None
-    raise InvalidInput(
-        f"a blob must be bytes, a pathlib.Path, a binary file object or an iterable of bytes "
-        f"chunks, not {type(data).__name__}"
-    )
-
-
-def _content_type(blob: Blob) -> tuple[str, str | None]:
-    name = None
-    if isinstance(blob.data, os.PathLike):
-        name = os.fspath(blob.data)
-    elif isinstance(getattr(blob.data, "name", None), str):
-        name = blob.data.name
-    guessed, encoding = mimetypes.guess_type(name) if name else (None, None)
-    return (
-        blob.content_type or guessed or "application/octet-stream",
-        blob.content_encoding or encoding,
-    )
 
 
 def _summary(

@@ -19,7 +19,7 @@ from temporalio.client import WorkflowHandle
 from largeattr.client import Blob, LargeAttrClient
 from largeattr.devstack import EMULATOR_REGION, Stack, connect_when_serving, embedded_stack
 from largeattr.messages import ItemResult
-from largeattr.setup import setup
+from largeattr.provision import setup
 from largeattr.table import LargeAttrTable
 
 DEMO_TABLE = LargeAttrTable(

@@ -156,8 +156,9 @@ def start_temporal(
     log: Path | None = None,
     search_attributes: Mapping[str, str] = SEARCH_ATTRIBUTES,
 ) -> tuple[subprocess.Popen[bytes], int, int]:
-    """``temporal server start-dev`` on 127.0.0.1 with SQLite in WAL mode (DESIGN.md), our
-    custom search attributes registered (a saga that upserts an unregistered one fails)."""
+    """``temporal server start-dev`` on 127.0.0.1 with SQLite in WAL mode (the --sqlite-pragma
+    flags below) and our custom search attributes registered (a saga that upserts an
+    unregistered one fails)."""
     port = free_port(port)
     ui_port = free_port(ui_port) if ui else 0
     registered = (f"{name}={kind}" for name, kind in search_attributes.items())

@@ -30,7 +30,7 @@ from largeattr.devstack import (
     stop_process,
 )
 from largeattr.messages import BlobInput, CreateItemInput
-from largeattr.setup import ensure_bucket, ensure_table
+from largeattr.provision import ensure_bucket, ensure_table
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import MiB, TransferConfig
 from largeattr.worker import build_worker

@@ -113,8 +113,8 @@ async def record(temporal: Client, aws: Any) -> dict[str, WorkflowHistory]:
         VersionConflict,
     )
     from largeattr.activities import SagaActivities
-    from largeattr.setup import ensure_bucket, ensure_table
-    from largeattr.steps import StepByStep
+    from largeattr.provision import ensure_bucket, ensure_table
+    from largeattr.stepbystep import StepByStep
     from largeattr.transfer import TransferConfig
     from largeattr.worker import build_worker
     from tests.faults import Faults

@@ -48,7 +48,7 @@ from largeattr import (
 )
 from largeattr.activities import SagaActivities
 from largeattr.devstack import EMULATOR_REGION, start_moto, stop_process
-from largeattr.setup import ensure_bucket, ensure_table
+from largeattr.provision import ensure_bucket, ensure_table
 from largeattr.transfer import MAX_OBJECT_SIZE, TransferConfig
 from largeattr.worker import build_worker
 from tests.conftest import BUCKET, no_change, object_keys, raw_item
@@ -498,7 +498,7 @@ async def auth_stack(
 
 @pytest.fixture
 def auth_table(auth_stack: AuthStack) -> LargeAttrTable:
-    from largeattr.setup import ensure_table as make_table
+    from largeattr.provision import ensure_table as make_table
 
     name = f"t-{uuid.uuid4().hex[:10]}"
     table = LargeAttrTable(

@@ -67,7 +67,7 @@ import activities, worker, workflows
 
 from largeattr import LargeAttrClient, LargeAttrTable
 from largeattr.config import exit_now
-from largeattr.setup import ensure_bucket, ensure_table
+from largeattr.provision import ensure_bucket, ensure_table
 from largeattr.worker import build_worker
 from temporalio.worker import Worker
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
-from largeattr.setup import ensure_bucket, ensure_table
+from largeattr.provision import ensure_bucket, ensure_table
 
 ROOT = Path(__file__).resolve().parent.parent
 CONNECT = 'await LargeAttrClient.connect("127.0.0.1:7233", task_queue="largeattr")'

@@ -9,8 +9,8 @@ import pytest
 
 from largeattr import AccessDenied, LargeAttrClient, LargeAttrTable, SagaOptions, Storage
 from largeattr.check import check_storage
-from largeattr.setup import ensure_table
-from largeattr.steps import StepByStep
+from largeattr.provision import ensure_table
+from largeattr.stepbystep import StepByStep
 from tests.conftest import object_keys, open_uploads
 from tests.faults import Faults, client_error
 

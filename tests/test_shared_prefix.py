@@ -11,8 +11,8 @@ import pytest
 
 from largeattr import LargeAttrClient, LargeAttrTable, SagaOptions, Storage, keys
 from largeattr.check import check_storage
-from largeattr.setup import ensure_table
-from largeattr.steps import StepByStep
+from largeattr.provision import ensure_table
+from largeattr.stepbystep import StepByStep
 from tests.conftest import BUCKET
 
 CUSTOM = "{prefix}/t={table}/{shard}/id={pk}/{attr}/{sha256}"

@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from largeattr import AwsConfig, InvalidInput, LargeAttrTable, Storage
-from largeattr.steps import StepByStep
+from largeattr.stepbystep import StepByStep
 from tests.conftest import object_keys
 
 pytestmark = pytest.mark.unit

@@ -30,8 +30,8 @@ from temporalio.client import Client, WorkflowHandle
 from largeattr import AwsConfig, ItemAlreadyExists, LargeAttrClient, LargeAttrTable
 from largeattr.cli import run as cli_run
 from largeattr.devstack import Stack, connect_when_serving, start_temporal, stop_process
+from largeattr.provision import ensure_table
 from largeattr.search_attributes import SEARCH_ATTRIBUTES
-from largeattr.setup import ensure_table
 from largeattr.transfer import TransferConfig
 from tests.conftest import BUCKET
 from tests.faults import Faults, Rule

@@ -1,0 +1,162 @@
+"""How each blob a caller passes travels to its saga: inline in the workflow input when it
+is small, else held by this process and uploaded from here (only a handle travels)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import mimetypes
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from largeattr.errors import BlobTooLarge, InvalidInput
+from largeattr.messages import BlobInput, S3Options
+from largeattr.sources import SourceRegistry, is_stream
+from largeattr.table import LargeAttrTable
+from largeattr.transfer.config import MAX_OBJECT_SIZE, TransferConfig
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A large attribute value with its settings. Plain bytes, a ``pathlib.Path``, a binary
+    file object or an iterable of byte chunks may be passed directly instead."""
+
+    data: Any
+    content_type: str | None = None
+    content_encoding: str | None = None
+    s3: S3Options | None = None
+
+
+@dataclass
+class Holder:
+    """Where blobs too big to travel inline stay: this process's sources, served on its
+    own task queue; ``held`` collects their handles, to release once the saga is done."""
+
+    sources: SourceRegistry
+    task_queue: str
+    held: list[str]
+
+
+async def blob_inputs(
+    table: LargeAttrTable, blobs: Mapping[str, Any], transfer: TransferConfig, holder: Holder
+) -> tuple[tuple[BlobInput, ...], list[str]]:
+    """Validate blobs and decide how each travels: inline, or from this process."""
+    table.check_blob_names(list(blobs))
+    removed = [name for name, value in blobs.items() if value is None]
+    wrapped = {
+        name: value if isinstance(value, Blob) else Blob(value)
+        for name, value in blobs.items()
+        if value is not None
+    }
+    inline_left = transfer.inline_total
+    inputs: list[BlobInput] = []
+    for name, blob in sorted(wrapped.items(), key=lambda kv: _known_size(kv[1].data)):
+        content_type, encoding = _content_type(blob)
+        small = await asyncio.to_thread(_small_bytes, blob.data, transfer.inline_threshold)
+        if small is not None and len(small) <= inline_left:
+            inline_left -= len(small)
+            inputs.append(BlobInput.inline(name, small, content_type, encoding, blob.s3))
+            continue
+        source, seekable = holder.sources.hold(
+            io.BytesIO(small) if small is not None else blob.data
+        )
+        holder.held.append(source)
+        size = holder.sources.size(source)
+        if size is not None and size > MAX_OBJECT_SIZE:
+            raise BlobTooLarge(
+                f"blob {name!r} is {size:,} bytes; S3 objects are at most {MAX_OBJECT_SIZE:,}"
+            )
+        inputs.append(
+            BlobInput(
+                attribute=name,
+                content_type=content_type,
+                content_encoding=encoding,
+                source=source,
+                task_queue=holder.task_queue,
+                seekable=seekable,
+                size=size,
+                s3=blob.s3,
+            )
+        )
+    order = {name: i for i, name in enumerate(blobs)}
+    inputs.sort(key=lambda b: order[b.attribute])
+    return tuple(inputs), removed
+
+
+def _known_size(data: Any) -> int:
+    if isinstance(data, bytes | bytearray | memoryview):
+        return len(data)
+    if isinstance(data, os.PathLike):
+        with contextlib.suppress(OSError):
+            return Path(data).stat().st_size
+    return MAX_OBJECT_SIZE
+
+
+def _small_bytes(data: Any, threshold: int) -> bytes | None:
+    """The bytes of a blob that is small enough to travel inline, else None.
+
+    Also where the type of a blob is checked, so a wrong one fails before anything runs."""
+    if isinstance(data, str):
+        raise InvalidInput(
+            "a blob given as str is ambiguous: encode text (text.encode()) or pass a "
+            "pathlib.Path to upload a file"
+        )
+    if isinstance(data, bytes | bytearray | memoryview):
+        return bytes(data) if len(data) <= threshold else None
+    if isinstance(data, os.PathLike):
+        path = Path(data)
+        if not path.is_file():
+            raise InvalidInput(f"{path} is not a readable file; pass an existing file path")
+        return path.read_bytes() if path.stat().st_size <= threshold else None
+    if hasattr(data, "read"):
+        mode = getattr(data, "mode", "rb")
+        if isinstance(mode, str) and "b" not in mode:
+            raise InvalidInput("open the file in binary mode ('rb'), not text mode")
+        if isinstance(data, io.TextIOBase):
+            raise InvalidInput("pass a binary file object (open(..., 'rb')), not a text one")
+        seekable = False
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            seekable = bool(data.seekable())
+        if seekable:
+            start = data.tell()
+            end = data.seek(0, os.SEEK_END)
+            data.seek(start)
+            if end - start <= threshold:
+                chunk = data.read(end - start)
+                data.seek(start)
+                if not isinstance(chunk, bytes):
+                    raise InvalidInput("the file object returned text; open it in binary mode")
+                return chunk
+        return None
+    if isinstance(data, Mapping | set | frozenset):
+        raise InvalidInput(
+            f"a blob must be bytes, a file or a stream of bytes, not a {type(data).__name__}; "
+            "serialise it first (e.g. json.dumps(value).encode())"
+        )
+    if isinstance(data, list | tuple) and not all(
+        isinstance(chunk, bytes | bytearray | memoryview) for chunk in data
+    ):
+        raise InvalidInput("a list given as a blob must hold bytes chunks only")
+    if is_stream(data):
+        return None
+    raise InvalidInput(
+        f"a blob must be bytes, a pathlib.Path, a binary file object or an iterable of bytes "
+        f"chunks, not {type(data).__name__}"
+    )
+
+
+def _content_type(blob: Blob) -> tuple[str, str | None]:
+    name = None
+    if isinstance(blob.data, os.PathLike):
+        name = os.fspath(blob.data)
+    elif isinstance(getattr(blob.data, "name", None), str):
+        name = blob.data.name
+    guessed, encoding = mimetypes.guess_type(name) if name else (None, None)
+    return (
+        blob.content_type or guessed or "application/octet-stream",
+        blob.content_encoding or encoding,
+    )
