@@ -214,10 +214,13 @@ async def test_identical_content_where_one_writer_fails(
     assert winner.version == 2
     if case != "stale-version":
         assert faults.injected["before:dynamodb.UpdateItem"] == 1  # the loser's pivot
-        # Reusing: the loser found the winner's object and did not upload it again (and
-        # must not delete it). After-upload: the loser uploaded B, compensated it, and the
-        # winner uploaded B again.
-        assert faults.calls["s3.PutObject"] == (1 if case == "pivot-fails-reusing" else 2)
+        # Reusing: the loser's conditional PUT found the winner's object (refused, not
+        # stored again) and must not delete it. After-upload: the loser stored B,
+        # compensated it, and the winner stored B again.
+        assert faults.calls["s3.PutObject"] == 2
+        if case == "pivot-fails-reusing":
+            head = s3.head_object(Bucket=table.bucket, Key=html_key(table, B))
+            assert head["Metadata"]["la-saga"] == winner.saga_id
     item = await la.get(table, "doc")
     assert item is not None
     assert item.attributes["who"] == "winner"

@@ -71,9 +71,11 @@ KINDS: dict[str, Callable[[], Exception]] = {
 #: connection that never opened cannot commit anything.
 AFTER_KINDS = ("internal-error-500", "service-unavailable-503", "read-timeout", "connection-reset")
 
-#: The AWS calls each saga makes, in the worker.
-CREATE_CALLS = {"GetItem", "HeadObject", "PutObject", "PutItem"}
-UPDATE_CALLS = {"GetItem", "HeadObject", "PutObject", "UpdateItem", "DeleteObjects"}
+#: The AWS calls each saga makes, in the worker. A small blob is one conditional PutObject;
+#: a HeadObject follows only when the key already holds an object (a retry whose first PUT
+#: committed and lost its response, which the "after" kinds make happen).
+CREATE_CALLS = {"GetItem", "PutObject", "PutItem"}
+UPDATE_CALLS = {"GetItem", "PutObject", "UpdateItem", "DeleteObjects"}
 DELETE_CALLS = {"GetItem", "DeleteItem", "DeleteObjects"}
 ALL_CALLS = CREATE_CALLS | UPDATE_CALLS | DELETE_CALLS
 

@@ -223,13 +223,20 @@ async def test_identical_content_is_not_uploaded_again(
     la: LargeAttrClient, table: LargeAttrTable, faults: Faults, s3: Any
 ) -> None:
     first = await la.create(table, "doc-1", blobs={"html": HTML, "image": IMAGE})
+    html_key = key_of(uris(first)["html"])
+    before = s3.head_object(Bucket=table.bucket, Key=html_key)
     faults.calls.clear()
     second = await la.update(table, "doc-1", blobs={"html": HTML, "image": b"new image"})
     by_attr = {b.attribute: b for b in second.blobs}
     assert by_attr["html"].created is False
     assert by_attr["html"].uri == uris(first)["html"]
     assert by_attr["image"].created is True
-    assert faults.calls["s3.PutObject"] == 1  # only the new image was sent
+    # Small blobs go as one conditional PUT (If-None-Match), no HEAD first: S3 refused the
+    # identical html, so the object is the first saga's, untouched.
+    assert faults.calls["s3.PutObject"] == 2
+    after = s3.head_object(Bucket=table.bucket, Key=html_key)
+    assert after["Metadata"]["la-saga"] == first.saga_id
+    assert after["LastModified"] == before["LastModified"]
     assert second.deleted_objects == (uris(first)["image"],)
     assert key_of(uris(first)["html"]) in object_keys(s3, table)
 
@@ -300,6 +307,20 @@ async def test_create_failure_before_pivot_is_compensated(
     faults.fail(name, times=-1, error=lambda: client_error("AccessDenied", 403), match=matches)
     with no_change(s3, dynamodb, table, table.key("doc-1")), pytest.raises(expected):
         await la.create(table, "doc-1", blobs={"html": HTML, "image": IMAGE})
+
+
+async def test_small_uploads_need_no_head(
+    la: LargeAttrClient, table: LargeAttrTable, faults: Faults
+) -> None:
+    """A create with two small blobs: the read, one conditional PUT per blob (it answers
+    whether the content is there already), the pivot. No HEAD before or after."""
+    faults.calls.clear()
+    await la.create(table, "doc-1", blobs={"html": HTML, "image": IMAGE})
+    assert dict(faults.calls) == {
+        "dynamodb.GetItem": 1,
+        "s3.PutObject": 2,
+        "dynamodb.PutItem": 1,
+    }
 
 
 @pytest.mark.parametrize("step", ["upload-html", "pivot-conflict"])
