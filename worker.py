@@ -33,6 +33,8 @@ from largeattr.workflows import ALL_WORKFLOWS
 from largeattr.workflows.policies import PIVOT_CALL
 
 log = logging.getLogger("largeattr.worker")
+#: Beyond ``--shutdown-grace``: the SDK's own cancel-then-finish of running activities.
+SHUTDOWN_SLACK = 2.0
 
 
 def build_worker(
@@ -93,19 +95,38 @@ async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = Non
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if stop.is_set():  # a second signal: leave now, whatever still runs
+            log.warning("second signal: exiting without waiting for running activities")
+            exit_now(130)
+        stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with worker:
-        log.info(
-            "worker polling task queue %r on %s (namespace %s)",
-            args.task_queue,
-            temporal.service_client.config.target_host,
-            temporal.namespace,
+        loop.add_signal_handler(sig, on_signal)
+    running = asyncio.create_task(worker.run())
+    log.info(
+        "worker polling task queue %r on %s (namespace %s)",
+        args.task_queue,
+        temporal.service_client.config.target_host,
+        temporal.namespace,
+    )
+    if ready is not None:
+        ready.set()
+    await asyncio.wait([running, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
+    log.info("signal received: finishing running activities, then stopping")
+    # The grace is a bound: an activity stuck in a call that does not return is left to
+    # time out and be retried by another worker, rather than keeping this one alive.
+    try:
+        await asyncio.wait_for(worker.shutdown(), args.shutdown_grace + SHUTDOWN_SLACK)
+        await asyncio.gather(running, return_exceptions=True)
+    except TimeoutError:
+        log.warning(
+            "activities still running after %.0f s; exiting (their attempts will time out "
+            "and be retried)",
+            args.shutdown_grace,
         )
-        if ready is not None:
-            ready.set()
-        await stop.wait()
-        log.info("signal received: finishing running activities, then stopping")
+        exit_now(0)  # threads blocked in a call cannot be joined; leave without them
     executor.shutdown(wait=True)
     log.info("worker stopped")
 

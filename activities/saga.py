@@ -67,11 +67,8 @@ def _resumed_progress() -> UploadProgress:
             upload_id=str(details[0]["upload_id"]),
             part_size=int(details[0].get("part_size") or 0),
         )
-        activity.logger.info(
-            "resuming multipart upload %s (%s parts confirmed before the retry)",
-            progress.upload_id,
-            details[0].get("parts_done"),
-        )
+        # How many parts S3 holds is asked of S3 (ListParts), not taken from this heartbeat.
+        activity.logger.info("resuming multipart upload %s", progress.upload_id)
         return progress
     return UploadProgress()
 

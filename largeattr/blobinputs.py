@@ -15,7 +15,7 @@ from typing import Any
 
 from largeattr.errors import BlobTooLarge, InvalidInput
 from largeattr.messages import BlobInput, S3Options
-from largeattr.sources import SourceRegistry, is_stream
+from largeattr.sources import FILE, SourceRegistry, is_stream
 from largeattr.table import LargeAttrTable
 from largeattr.transfer.config import MAX_OBJECT_SIZE, TransferConfig
 
@@ -29,6 +29,26 @@ class Blob:
     content_type: str | None = None
     content_encoding: str | None = None
     s3: S3Options | None = None
+    #: ``data`` is a path on the worker, which uploads it (a ``file:`` source, allowed by
+    #: the worker's ``--allow-files``); such an upload resumes after a worker crash.
+    on_worker: bool = False
+
+    @staticmethod
+    def worker_file(
+        path: str | os.PathLike[str],
+        content_type: str | None = None,
+        content_encoding: str | None = None,
+        s3: S3Options | None = None,
+    ) -> Blob:
+        """A file the worker reads and uploads, instead of this process."""
+        if not isinstance(path, str | os.PathLike) or not os.fspath(path):
+            raise InvalidInput("Blob.worker_file takes a path (str or pathlib.Path)")
+        if not Path(path).is_absolute():
+            raise InvalidInput(
+                f"Blob.worker_file({os.fspath(path)!r}): give an absolute path, as the "
+                "worker sees it (it runs elsewhere, in another directory)"
+            )
+        return Blob(Path(path), content_type, content_encoding, s3, on_worker=True)
 
 
 @dataclass
@@ -56,6 +76,9 @@ async def blob_inputs(
     inputs: list[BlobInput] = []
     for name, blob in sorted(wrapped.items(), key=lambda kv: _known_size(kv[1].data)):
         content_type, encoding = _content_type(blob)
+        if blob.on_worker:
+            inputs.append(_on_worker(name, blob, content_type, encoding))
+            continue
         small = await asyncio.to_thread(_small_bytes, blob.data, transfer.inline_threshold)
         if small is not None and len(small) <= inline_left:
             inline_left -= len(small)
@@ -85,6 +108,19 @@ async def blob_inputs(
     order = {name: i for i, name in enumerate(blobs)}
     inputs.sort(key=lambda b: order[b.attribute])
     return tuple(inputs), removed
+
+
+def _on_worker(name: str, blob: Blob, content_type: str, encoding: str | None) -> BlobInput:
+    path = Path(blob.data)
+    size = path.stat().st_size if path.is_file() else None  # the worker may see other files
+    return BlobInput(
+        attribute=name,
+        content_type=content_type,
+        content_encoding=encoding,
+        source=f"{FILE}{path}",
+        size=size,
+        s3=blob.s3,
+    )
 
 
 def _known_size(data: Any) -> int:

@@ -383,3 +383,27 @@ async def test_failed_client_upload_is_compensated(
     with no_change(s3, dynamodb, table, table.key("doc")), pytest.raises(AccessDenied):
         await la.create(table, "doc", blobs={"html": data, "image": b"small one"})
     assert client_side.injected["before:s3.UploadPart"] >= 1
+
+
+async def test_a_worker_file_is_uploaded_by_the_worker(
+    la: LargeAttrClient, table: LargeAttrTable, faults: Faults, allowed_dir: Path, tmp_path: Path
+) -> None:
+    """Blob.worker_file: the worker reads the file (a file: source under --allow-files) and
+    uploads it; the client only names it. A file outside the allowed folders is refused."""
+    source = allowed_dir / f"{table.table_name}.html"
+    source.write_bytes(b"<p>from the worker</p>" * 100)
+    faults.calls.clear()
+    result = await la.create(table, "doc", {"html": Blob.worker_file(source)})
+    assert faults.calls["s3.PutObject"] == 1  # sent by the worker's clients
+    item = await la.get(table, "doc")
+    assert item is not None
+    assert await la.read_blob(item.blob("html")) == source.read_bytes()
+    assert item.blob("html").content_type == "text/html"
+    assert result.blobs[0].meta.size == source.stat().st_size
+
+    outside = tmp_path / "secret.html"
+    outside.write_bytes(b"not for the worker")
+    with pytest.raises(SourceUnavailable, match="--allow-files"):
+        await la.create(table, "other", {"html": Blob.worker_file(outside)})
+    with pytest.raises(InvalidInput, match="absolute path"):
+        await la.create(table, "other", {"html": Blob.worker_file("relative.html")})

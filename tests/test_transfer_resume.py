@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import itertools
+import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -78,13 +79,14 @@ def fail_after_three_parts(
 
 @pytest.mark.parametrize("random_access", [True, False], ids=["read-part", "seek"])
 def test_resume_keeps_the_part_size_the_upload_started_with(
-    aws: AwsConfig, s3: Any, random_access: bool
+    aws: AwsConfig, s3: Any, random_access: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
     data, put = pattern(23 * MiB, 11), new_put()
     first = fail_after_three_parts(aws, put, data, random_access)
 
     # A worker configured with 8 MiB parts resumes from the heartbeat: upload id, part size.
     resumed = UploadProgress(upload_id=first.upload_id, part_size=first.part_size)
+    caplog.set_level(logging.INFO, logger="largeattr")
     client, dynamodb = aws.clients()
     calls = Faults().attach(client)
     sent: list[int] = []
@@ -99,6 +101,8 @@ def test_resume_keeps_the_part_size_the_upload_started_with(
         read_part=reader_of(data) if random_access else None,
     )
     assert sorted(sent) == [4, 5]  # 5 MiB parts 4 and 5, the 3 MiB tail
+    # The log says what S3 holds (ListParts), not what a stale heartbeat said.
+    assert f"S3 holds 3 parts ({15 * MiB} bytes)" in caplog.text
     assert calls.calls["s3.CreateMultipartUpload"] == 0
     assert s3.head_object(Bucket=BUCKET, Key=put.key)["ContentLength"] == len(data)
     assert s3.get_object(Bucket=BUCKET, Key=put.key)["Body"].read() == data

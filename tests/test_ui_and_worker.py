@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,7 +51,9 @@ async def test_history_reads_as_the_saga(
     assert description.workflow_type == "largeattr.UpdateItem"
 
 
-def _worker(temporal_address: str, aws: AwsConfig, queue: str) -> subprocess.Popen[bytes]:
+def _worker(
+    temporal_address: str, aws: AwsConfig, queue: str, *extra: str
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -60,6 +64,7 @@ def _worker(temporal_address: str, aws: AwsConfig, queue: str) -> subprocess.Pop
         [
             *(sys.executable, "worker.py", "--address", temporal_address),
             *("--aws-endpoint-url", str(aws.endpoint_url), "--task-queue", queue),
+            *extra,
         ],
         cwd=ROOT,
         env=env,
@@ -93,3 +98,58 @@ async def test_worker_process_serves_then_stops_gracefully(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("signals", [1, 2], ids=["grace-bounds-the-stop", "second-signal"])
+async def test_a_worker_stuck_in_an_aws_call_still_stops(
+    temporal: Client,
+    temporal_address: str,
+    aws: AwsConfig,
+    table: LargeAttrTable,
+    signals: int,
+) -> None:
+    """The worker's S3 endpoint accepts connections and never answers, so an upload hangs
+    in its call (read timeout 60 s). SIGTERM with --shutdown-grace 2 ends the process within
+    the grace and a little slack; a second signal ends it at once."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(16)
+    hanging = AwsConfig(endpoint_url=f"http://127.0.0.1:{silent.getsockname()[1]}")
+    queue = f"stuck-{table.table_name}-{signals}"
+    process = _worker(temporal_address, hanging, queue, "--shutdown-grace", "2")
+    try:
+        async with LargeAttrClient(temporal, task_queue=queue, aws=aws) as la:
+            handle = await la.start_create(table, "doc", blobs={"html": b"stuck"})
+            deadline = time.monotonic() + 30
+            while not await _has_started_an_activity(handle) and time.monotonic() < deadline:
+                await asyncio.sleep(0.2)
+            assert await _has_started_an_activity(handle), "the worker never took the saga"
+            process.send_signal(signal.SIGTERM)
+            if signals == 2:
+                await asyncio.sleep(0.5)
+                process.send_signal(signal.SIGTERM)
+            started = time.monotonic()
+            while process.poll() is None and time.monotonic() - started < 20:
+                await asyncio.sleep(0.1)
+            took = time.monotonic() - started
+            output = process.stdout.read().decode() if process.stdout else ""
+            assert process.poll() is not None, f"still running after {took:.0f} s\n{output}"
+            if signals == 2:
+                assert process.returncode == 130, output
+                assert took < 2.0, output
+            else:
+                assert process.returncode == 0, output
+                assert took < 2 + 2.0 + 2.0, output  # grace, the SDK's slack, start-up noise
+                assert "exiting (their attempts will time out" in output
+            await handle.terminate("test over")
+    finally:
+        silent.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+async def _has_started_an_activity(handle: Any) -> bool:
+    description = await handle.describe()
+    pending = description.raw_description.pending_activities
+    return any(p.state == 2 for p in pending)  # PENDING_ACTIVITY_STATE_STARTED

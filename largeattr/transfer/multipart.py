@@ -8,6 +8,7 @@ object integrity in Amazon S3"), unless the config says ``COMPOSITE``.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -49,6 +50,9 @@ class UploadProgress:
     bytes_done: int = 0
     #: Parts this process sent (a resumed upload sends only the missing ones).
     part_numbers_sent: list[int] = field(default_factory=list)
+
+
+log = logging.getLogger("largeattr")
 
 
 def put_multipart(
@@ -98,6 +102,14 @@ def _resume_or_start(
         if listed is not None and _parts_fit(listed, part_size, size):
             progress.part_size = part_size
             _count_done(progress, listed)
+            log.info(
+                "resuming multipart upload %s of s3://%s/%s: S3 holds %d parts (%d bytes)",
+                progress.upload_id,
+                put.bucket,
+                put.key,
+                progress.parts_done,
+                progress.bytes_done,
+            )
             return listed
         if listed is not None:
             # Cut to another part size (a heartbeat without one): its parts cannot be placed.
