@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from largeattr.blobs import user_metadata
 from largeattr.errors import BlobTooLarge, InvalidInput
 from largeattr.messages import BlobInput, S3Options
 from largeattr.sources import FILE, SourceRegistry, is_stream
@@ -76,6 +77,7 @@ async def blob_inputs(
     inputs: list[BlobInput] = []
     for name, blob in sorted(wrapped.items(), key=lambda kv: _known_size(kv[1].data)):
         content_type, encoding = _content_type(blob)
+        user_metadata(blob.s3)  # refused here, before anything is written
         if blob.on_worker:
             inputs.append(_on_worker(name, blob, content_type, encoding))
             continue

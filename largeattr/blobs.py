@@ -105,9 +105,47 @@ def put_spec(
         key=object_key,
         content_type=blob.content_type,
         content_encoding=blob.content_encoding,
-        metadata=object_metadata(spec, item_key, blob.attribute, saga_id, updated_at, sha256),
+        metadata={
+            **user_metadata(blob.s3),
+            **object_metadata(spec, item_key, blob.attribute, saga_id, updated_at, sha256),
+        },
         extra=s3_extra_args(blob.s3),
     )
+
+
+#: S3 allows 2 KB of user metadata per object (keys and values); ours takes up to about 1.3.
+USER_METADATA_BYTES = 600
+
+
+def user_metadata(options: S3Options | None) -> dict[str, str]:
+    """The caller's metadata for a blob's objects, checked: ASCII (S3 stores user metadata
+    as HTTP headers), no key of ours (``la-*``), within what S3 leaves us room for."""
+    pairs = tuple(options.metadata) if options is not None else ()
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if not isinstance(name, str) or not isinstance(value, str) or not name:
+            raise InvalidInput("S3Options.metadata takes (name, value) pairs of strings")
+        lower = name.lower()
+        if lower.startswith("la-"):
+            raise InvalidInput(
+                f"S3Options.metadata key {name!r}: keys starting with 'la-' are largeattr's "
+                "own (la-item, la-saga, ...); choose another name"
+            )
+        if not (name + value).isascii() or not lower.replace("-", "").replace("_", "").isalnum():
+            raise InvalidInput(
+                f"S3Options.metadata {name!r}: S3 sends metadata as HTTP headers; use ASCII "
+                "values and names of letters, digits, '-' and '_' (encode other text)"
+            )
+        if lower in out:
+            raise InvalidInput(f"S3Options.metadata key {name!r} is given twice")
+        out[lower] = value
+    size = sum(len(k) + len(v) for k, v in out.items())
+    if size > USER_METADATA_BYTES:
+        raise InvalidInput(
+            f"S3Options.metadata is {size} bytes; at most {USER_METADATA_BYTES} fit beside "
+            "largeattr's own in S3's 2 KB per object; keep larger data in the item"
+        )
+    return out
 
 
 def head(s3: S3Client, bucket: str, key: str) -> dict[str, Any] | None:

@@ -57,6 +57,8 @@ class S3Options:
     storage_class: str | None = None
     tags: tuple[tuple[str, str], ...] = ()
     cache_control: str | None = None
+    #: User metadata (``x-amz-meta-*``) of the blob's object, beside ours (``la-*``).
+    metadata: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -407,3 +407,40 @@ async def test_a_worker_file_is_uploaded_by_the_worker(
         await la.create(table, "other", {"html": Blob.worker_file(outside)})
     with pytest.raises(InvalidInput, match="absolute path"):
         await la.create(table, "other", {"html": Blob.worker_file("relative.html")})
+
+
+async def test_user_metadata_reaches_every_upload_path(
+    la: LargeAttrClient, table: LargeAttrTable, s3: Any, dynamodb: Any
+) -> None:
+    """S3Options.metadata lands on the object beside ours, whether the blob goes inline,
+    from the client in parts, or as a one-pass stream (staged, then copied)."""
+    options = S3Options(metadata=(("owner", "alice"), ("Project", "x-1")))
+    blobs = {
+        "html": Blob(b"<p>inline</p>", s3=options),
+        "image": Blob(pattern(7 * MiB, 3), s3=options),  # multipart, from the client
+    }
+
+    def check(stored: Any) -> None:
+        metadata = s3.head_object(Bucket=stored.bucket, Key=stored.key)["Metadata"]
+        assert metadata["owner"] == "alice"
+        assert metadata["project"] == "x-1"
+        assert metadata["la-attr"] == stored.attribute  # ours is still there
+
+    created = await la.create(table, "doc", blobs)
+    for stored in created.blobs:
+        check(stored)
+    streamed = await la.update(
+        table, "doc", {"html": Blob(iter([b"a" * 1000, b"b" * 1000]), s3=options)}
+    )
+    check(streamed.blobs[0])
+
+    for bad, message in (
+        ((("la-saga", "forged"),), "largeattr's own"),
+        ((("owner", "é"),), "ASCII"),
+        ((("big", "x" * 700),), "bytes"),
+    ):
+        with (
+            no_change(s3, dynamodb, table, table.key("doc")),
+            pytest.raises(InvalidInput, match=message),
+        ):
+            await la.update(table, "doc", {"html": Blob(b"x", s3=S3Options(metadata=bad))})
