@@ -8,8 +8,9 @@ name, and the workflows' retry policies name which of those are final.
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
@@ -17,7 +18,14 @@ from temporalio import activity
 from largeattr import keys
 from largeattr.activities.heartbeat import Beating
 from largeattr.blobs import put_spec
-from largeattr.errors import SourceUnavailable
+from largeattr.errors import (
+    AccessDenied,
+    BucketNotFound,
+    InvalidInput,
+    LargeAttrError,
+    SourceUnavailable,
+    TableNotFound,
+)
 from largeattr.messages import (
     CleanItemInput,
     CleanupResult,
@@ -73,6 +81,29 @@ def _resumed_progress() -> UploadProgress:
     return UploadProgress()
 
 
+#: Refusals AWS (or our own checks) give before anything is written.
+REFUSED_BEFORE_WRITING: tuple[type[LargeAttrError], ...] = (
+    AccessDenied,
+    BucketNotFound,
+    InvalidInput,
+    SourceUnavailable,
+    TableNotFound,
+)
+
+
+@contextlib.contextmanager
+def refusal_on_first_attempt() -> Iterator[None]:
+    """Mark a refusal on a step's first attempt as ``nothing_written``: no earlier attempt
+    can have written anything, so the saga need not undo the step (and need not wait for a
+    compensation that the same refusal, wrong credentials say, would keep failing)."""
+    try:
+        yield
+    except REFUSED_BEFORE_WRITING as err:
+        if activity.info().attempt == 1:
+            err.details["nothing_written"] = True
+        raise
+
+
 class SagaActivities:
     """The activities of the create / update / delete sagas, on injected boto3 clients."""
 
@@ -106,6 +137,10 @@ class SagaActivities:
     @activity.defn(name="largeattr.upload_blob")
     def upload_blob(self, args: UploadBlobArgs) -> StoredBlob:
         """Write a blob to its final key: single PUT, or a multipart upload that resumes."""
+        with refusal_on_first_attempt():
+            return self._upload_blob(args)
+
+    def _upload_blob(self, args: UploadBlobArgs) -> StoredBlob:
         blob = args.blob
         put = put_spec(
             args.table,
@@ -182,15 +217,18 @@ class SagaActivities:
 
     @activity.defn(name="largeattr.put_item")
     def put_item(self, args: PutItemArgs) -> PivotResult:
-        return self.storage.items.put_item(args)
+        with refusal_on_first_attempt():
+            return self.storage.items.put_item(args)
 
     @activity.defn(name="largeattr.update_item")
     def update_item(self, args: UpdateItemArgs) -> PivotResult:
-        return self.storage.items.update_item(args)
+        with refusal_on_first_attempt():
+            return self.storage.items.update_item(args)
 
     @activity.defn(name="largeattr.delete_item")
     def delete_item(self, args: DeleteItemArgs) -> PivotResult:
-        return self.storage.items.delete_item(args)
+        with refusal_on_first_attempt():
+            return self.storage.items.delete_item(args)
 
     # ------------------------------------------------------------ after the pivot / undo
 

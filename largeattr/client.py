@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
 import uuid
@@ -203,8 +204,14 @@ class LargeAttrClient:
                 options=options or table.options,
             )
             summary = _summary("create", table, item_key, blob_inputs, plain)
+            # A plain create reads nothing: its pivot's condition (absent) is the check.
+            reads = (
+                ItemChanges(plain, (), tuple(b.attribute for b in blob_inputs), True)
+                if overwrite
+                else None
+            )
             return await self._start(
-                CreateItemWorkflow.run, request, table, item_key, summary, on_busy, held
+                CreateItemWorkflow.run, request, table, item_key, summary, on_busy, held, reads
             )
 
     async def start_update(
@@ -278,8 +285,13 @@ class LargeAttrClient:
             summary = _summary(
                 "update", table, item_key, blob_inputs, request.set_attributes, removed
             )
+            reads = ItemChanges(
+                {**request.set_attributes, **request.add_attributes},
+                request.remove_attributes + request.remove_blobs,
+                tuple(b.attribute for b in blob_inputs),
+            )
             return await self._start(
-                UpdateItemWorkflow.run, request, table, item_key, summary, on_busy, held
+                UpdateItemWorkflow.run, request, table, item_key, summary, on_busy, held, reads
             )
 
     async def start_delete(
@@ -303,7 +315,7 @@ class LargeAttrClient:
         )
         summary = _summary("delete", table, item_key, (), {})
         return await self._start(
-            DeleteItemWorkflow.run, request, table, item_key, summary, on_busy, []
+            DeleteItemWorkflow.run, request, table, item_key, summary, on_busy, [], ItemChanges()
         )
 
     # The same calls, waiting for the saga's result (one parameter list for both forms).
@@ -394,13 +406,23 @@ class LargeAttrClient:
         summary: tuple[str, str],
         on_busy: OnBusy,
         held: list[str],
+        reads: ItemChanges | None = None,
     ) -> WorkflowHandle[Any, ItemResult]:
+        """Start the saga under the item's workflow id. With ``reads``, read the item first
+        (consistent read; also checks that it fits once changed) and hand it to the saga,
+        which then names its version in the pivot's condition without reading it again;
+        re-read when the saga has to wait for another one on the item."""
         if on_busy not in ("wait", "fail"):
             raise InvalidInput("on_busy must be 'wait' or 'fail'")
         workflow_id = keys.workflow_id(table.spec, item_key)
         if any(blob.task_queue == self.blob_queue for blob in getattr(request, "blobs", ())):
             await self._ensure_blob_worker()
         while True:
+            if reads is not None:
+                state = await asyncio.to_thread(
+                    self.storage.items.read_item, table.spec, item_key, reads
+                )
+                request = dataclasses.replace(request, read=state)
             try:
                 handle: WorkflowHandle[Any, ItemResult] = await self.temporal.start_workflow(
                     run,

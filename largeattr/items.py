@@ -245,9 +245,10 @@ class Items:
             superseded = _superseded(spec, expected.refs, expected.refs, new_refs)
             return PivotResult(version=state.version, superseded=superseded)
         if state.exists and not expected.exists:
+            version = f" (version {state.version})" if state.version else ""
             raise ItemAlreadyExists(
-                f"item {keys.item_path(spec, args.key)} was created by another writer "
-                "meanwhile; use update, or create with overwrite=True"
+                f"item {keys.item_path(spec, args.key)} already exists{version}; "
+                "use update, or create with overwrite=True"
             )
         raise VersionConflict(
             f"item {keys.item_path(spec, args.key)} changed while the saga ran "

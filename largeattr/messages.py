@@ -144,6 +144,11 @@ class CreateItemInput:
     #: Replace an existing item (its old objects are deleted after the pivot).
     overwrite: bool = False
     options: SagaOptions = SagaOptions()
+    #: The item as the client read it just before starting the saga (consistent read): the
+    #: version the pivot's condition names and the objects it replaces. Part of the input,
+    #: so a re-run of the saga's steps (local activities after a lost workflow task) sees
+    #: the same "before". None: the saga reads the item itself.
+    read: ItemState | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,11 @@ class UpdateItemInput:
     #: Commit only if the item is still at this version (None: whatever version it has now).
     expected_version: int | None = None
     options: SagaOptions = SagaOptions()
+    #: The item as the client read it just before starting the saga (consistent read): the
+    #: version the pivot's condition names and the objects it replaces. Part of the input,
+    #: so a re-run of the saga's steps (local activities after a lost workflow task) sees
+    #: the same "before". None: the saga reads the item itself.
+    read: ItemState | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,11 @@ class DeleteItemInput:
     key: ItemKey
     expected_version: int | None = None
     options: SagaOptions = SagaOptions()
+    #: The item as the client read it just before starting the saga (consistent read): the
+    #: version the pivot's condition names and the objects it replaces. Part of the input,
+    #: so a re-run of the saga's steps (local activities after a lost workflow task) sees
+    #: the same "before". None: the saga reads the item itself.
+    read: ItemState | None = None
 
 
 # ---------------------------------------------------------------- activity inputs / outputs

@@ -290,7 +290,7 @@ async def shown(
                 if key == "committed":
                     await la.result(handle)
                 elif key == "compensated":
-                    with pytest.raises(ItemAlreadyExists, match="created by another writer"):
+                    with pytest.raises(ItemAlreadyExists, match="already exists"):
                         await la.result(handle)
             assert await asyncio.to_thread(stalled.wait, 30), "the running saga never uploaded"
             await until_only_stalled(sagas["running"].handle)
@@ -376,7 +376,7 @@ def test_a_compensated_create_shows_its_compensation_and_the_reason(shown: Shown
     ]
     failed = rows[-1]
     assert failed.event_type == "Workflow Execution Failed"
-    assert "created by another writer" in failed.details["Failure Message"]
+    assert "already exists" in failed.details["Failure Message"]
     assert our_search_attributes(shown, "compensated") == {
         "LaTable": shown.table.table_name,
         "LaItem": "pk=compensated",

@@ -35,7 +35,7 @@ with workflow.unsafe.imports_passed_through():
         TRANSFER_HEARTBEAT,
         WAIT,
     )
-    from largeattr.workflows.saga import Saga
+    from largeattr.workflows.saga import STEP_FAILURES, Saga, nothing_written
 
 
 async def store_blobs(saga: Saga, blobs: Sequence[BlobInput]) -> list[StoredBlob]:
@@ -45,7 +45,7 @@ async def store_blobs(saga: Saga, blobs: Sequence[BlobInput]) -> list[StoredBlob
     for result in results:
         if isinstance(result, BaseException):
             raise result
-    return [r for r in results if isinstance(r, StoredBlob)]
+    return [saga.stored(r) for r in results if isinstance(r, StoredBlob)]
 
 
 async def store_blob(saga: Saga, blob: BlobInput) -> StoredBlob:
@@ -64,21 +64,21 @@ def _object_key(saga: Saga, blob: BlobInput, sha256: str) -> str:
 
 async def _upload_inline(saga: Saga, blob: BlobInput) -> StoredBlob:
     sha256 = blob.sha256 or hashlib.sha256(blob.inline_bytes()).hexdigest()
-    return await workflow.execute_activity_method(
-        SagaActivities.upload_blob,
-        UploadBlobArgs(
-            saga.table,
-            saga.key,
-            blob,
-            _object_key(saga, blob, sha256),
-            saga.saga_id,
-            saga.updated_at,
-        ),
-        start_to_close_timeout=SMALL_UPLOAD,
-        retry_policy=BEFORE_PIVOT,
-        cancellation_type=WAIT,
-        summary=f"upload {blob.attribute} ({human_size(blob.size)}, inline)",
-    )
+    object_key = _object_key(saga, blob, sha256)
+    try:
+        stored: StoredBlob = await saga.run_step(
+            SagaActivities.upload_blob,
+            UploadBlobArgs(saga.table, saga.key, blob, object_key, saga.saga_id, saga.updated_at),
+            summary=f"upload {blob.attribute} ({human_size(blob.size)}, inline)",
+            per_attempt=SMALL_UPLOAD,
+            retry=BEFORE_PIVOT,
+            wait=True,
+        )
+    except STEP_FAILURES as err:
+        if nothing_written(err):
+            saga.written.remove(object_key)  # refused on its first attempt: nothing to undo
+        raise
+    return stored
 
 
 def _transfer(blob: BlobInput) -> dict[str, Any]:
@@ -94,6 +94,7 @@ def _transfer(blob: BlobInput) -> dict[str, Any]:
 
 
 async def _upload_seekable(saga: Saga, blob: BlobInput) -> StoredBlob:
+    saga.doing(f"upload {blob.attribute} ({human_size(blob.size)}; progress in its heartbeats)")
     prepared = await workflow.execute_activity_method(
         SagaActivities.prepare_blob,
         PrepareBlobArgs(blob),
@@ -120,6 +121,7 @@ async def _upload_seekable(saga: Saga, blob: BlobInput) -> StoredBlob:
 
 async def _stage_and_promote(saga: Saga, blob: BlobInput) -> StoredBlob:
     staging = saga.will_stage(keys.staging_key(saga.table, saga.saga_id, blob.attribute))
+    saga.doing(f"stage {blob.attribute} (stream; progress in its heartbeats)")
     prepared = await workflow.execute_activity_method(
         SagaActivities.stage_blob,
         StageBlobArgs(saga.table, saga.key, blob, staging, saga.saga_id, saga.updated_at),
