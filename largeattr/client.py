@@ -117,7 +117,16 @@ class LargeAttrClient:
         transfer: TransferConfig | None = None,
         s3: Any = None,
         dynamodb: Any = None,
+        run_worker: bool = False,
+        worker_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``run_worker=True`` runs a saga worker in this process, on ``task_queue``, and
+        starts sagas eagerly: the server hands the new workflow's first task back in the
+        start call's response (``request_eager_start``), and this worker runs the saga's
+        short steps in it, without waiting for a poll. Other workers on the queue still take
+        over anything this process does not finish (its retries, a restart). Use it where
+        the caller is long-lived (a service), not in a short script; ``worker_options`` are
+        ``largeattr.worker.build_worker`` keywords (``max_concurrent_activities``...)."""
         if s3 is None or dynamodb is None:
             s3, dynamodb = (aws or AwsConfig.from_env()).clients()
         self.temporal = with_our_failures(temporal)
@@ -132,6 +141,11 @@ class LargeAttrClient:
         self._blob_worker_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: set[asyncio.Task[Any]] = set()
+        self._run_worker = run_worker
+        self._worker_options = dict(worker_options or {})
+        self._worker: Any = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._worker_executor: ThreadPoolExecutor | None = None
 
     @classmethod
     async def connect(
@@ -142,9 +156,18 @@ class LargeAttrClient:
         task_queue: str = DEFAULT_TASK_QUEUE,
         aws: AwsConfig | None = None,
         transfer: TransferConfig | None = None,
+        run_worker: bool = False,
+        worker_options: Mapping[str, Any] | None = None,
     ) -> LargeAttrClient:
         temporal = await connect_temporal(address, namespace)
-        return cls(temporal, task_queue=task_queue, aws=aws, transfer=transfer)
+        return cls(
+            temporal,
+            task_queue=task_queue,
+            aws=aws,
+            transfer=transfer,
+            run_worker=run_worker,
+            worker_options=worker_options,
+        )
 
     async def __aenter__(self) -> LargeAttrClient:
         return self
@@ -163,6 +186,14 @@ class LargeAttrClient:
             await asyncio.gather(self._blob_worker_task, return_exceptions=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+        if self._worker is not None:
+            await self._worker.shutdown()
+            self._worker = None
+        if self._worker_task is not None:
+            await asyncio.gather(self._worker_task, return_exceptions=True)
+            self._worker_task = None
+        if self._worker_executor is not None:
+            self._worker_executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ writes
 
@@ -417,6 +448,7 @@ class LargeAttrClient:
         workflow_id = keys.workflow_id(table.spec, item_key)
         if any(blob.task_queue == self.blob_queue for blob in getattr(request, "blobs", ())):
             await self._ensure_blob_worker()
+        eager = self._run_worker and await self._ensure_saga_worker()
         while True:
             if reads is not None:
                 state = await asyncio.to_thread(
@@ -431,6 +463,7 @@ class LargeAttrClient:
                     task_queue=self.task_queue,
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    request_eager_start=eager,
                     static_summary=summary[0],
                     static_details=summary[1],
                     search_attributes=TypedSearchAttributes(
@@ -486,6 +519,24 @@ class LargeAttrClient:
         finally:
             for source in held:
                 self.sources.release(source)
+
+    async def _ensure_saga_worker(self) -> bool:
+        """Start the in-process saga worker (``run_worker=True``) on first use."""
+        if self._worker is None:
+            from largeattr.activities.saga import SagaActivities
+            from largeattr.worker import build_worker
+
+            activities = SagaActivities(
+                self.storage.s3, self.storage.dynamodb, self.transfer, self.sources
+            )
+            self._worker, self._worker_executor = build_worker(
+                self.temporal,
+                task_queue=self.task_queue,
+                activities=activities,
+                **self._worker_options,
+            )
+            self._worker_task = asyncio.create_task(self._worker.run())
+        return True
 
     async def _ensure_blob_worker(self) -> None:
         if self._blob_worker is not None:

@@ -116,8 +116,8 @@ class Saga:
     #: Short steps as local activities (``FAST_PATH``); False when replaying older sagas.
     local: bool = False
     operation: str = ""
-    #: What the saga does now, and what it wrote: the current details and the state query.
-    step: str = "starting"
+    #: The steps running now, and what the saga wrote: the current details, the state query.
+    now: list[str] = field(default_factory=list)
     bytes_written: int = 0
     outcome: str = "running"
 
@@ -151,18 +151,38 @@ class Saga:
         """Count an object a step reported as stored (for the details and LaBytesWritten)."""
         if blob.created:
             self.bytes_written += blob.meta.size
+            self._show()
         return blob
 
     # ------------------------------------------------------------ what it does now
 
     def doing(self, step: str) -> None:
-        """Show the step in the Web UI's current details (and the ``state`` query)."""
-        self.step = step
+        """A step starts: show it in the Web UI's current details (and the ``state`` query)."""
+        self.now.append(step)
+        self._show()
+
+    def did(self, step: str) -> None:
+        """A step ended (done, failed or cancelled)."""
+        if step in self.now:
+            self.now.remove(step)
+            self._show()
+
+    async def tracked(self, step: str, running: Awaitable[T]) -> T:
+        """Await a step that is not run by ``start_step`` (a large blob's transfer), shown
+        as running meanwhile."""
+        self.doing(step)
+        try:
+            return await running
+        finally:
+            self.did(step)
+
+    def _show(self) -> None:
         written = len(dict.fromkeys(self.written + self.staged))
+        now = "; ".join(self.now) if self.now else self.outcome
         workflow.set_current_details(
-            f"**{self.operation}** `{self.item}` ({self.phase.value})\n\n"
-            f"- step: {step}\n"
-            f"- objects written so far: {written} ({human_size(self.bytes_written)})"
+            f"**{self.operation}** `{self.item}`: {self.phase.name.lower().replace('_', ' ')}\n\n"
+            f"- now: {now}\n"
+            f"- objects written so far: {written} ({human_size(self.bytes_written)} new)"
         )
 
     def state(self) -> dict[str, Any]:
@@ -172,7 +192,7 @@ class Saga:
             "table": self.table.table_name,
             "item": self.item,
             "phase": self.phase.name.lower(),
-            "step": self.step,
+            "now": list(self.now),
             "objects": list(dict.fromkeys(self.written + self.staged)),
             "bytes_written": self.bytes_written,
             "outcome": self.outcome,
@@ -183,7 +203,7 @@ class Saga:
         (``LargeAttrClient`` sets them; a plain client may not, and upserting an attribute
         the namespace lacks would fail the workflow task)."""
         self.outcome = outcome
-        self.doing(outcome)
+        self._show()
         if not self.local:
             return
         if workflow.info().typed_search_attributes.get(search_attributes.OUTCOME) is None:
@@ -208,7 +228,6 @@ class Saga:
         wait: bool = False,
     ) -> asyncio.Task[Any]:
         """Start a short step: a local activity on the fast path, else a regular one."""
-        self.doing(summary)
         options: dict[str, Any] = {
             "start_to_close_timeout": per_attempt,
             "retry_policy": retry,
@@ -217,8 +236,12 @@ class Saga:
         if wait:
             options["cancellation_type"] = WAIT
         if self.local:
-            return workflow.start_local_activity_method(activity, arg, **options)
-        return workflow.start_activity_method(activity, arg, **options)
+            step = workflow.start_local_activity_method(activity, arg, **options)
+        else:
+            step = workflow.start_activity_method(activity, arg, **options)
+        self.doing(summary)
+        step.add_done_callback(lambda _: self.did(summary))
+        return step
 
     async def run_step(
         self,
@@ -246,13 +269,15 @@ class Saga:
         """The item as it is now (consistent read); with ``changes``, also checks that the
         item will still fit once they are applied. A regular activity even on the fast path:
         its result must be recorded before anything depends on it (see ``expect``)."""
-        self.doing(f"read {self.item}")
-        state: ItemState = await workflow.execute_activity_method(
-            SagaActivities.read_item,
-            ReadItemArgs(self.table, self.key, changes),
-            start_to_close_timeout=DYNAMODB_CALL,
-            retry_policy=BEFORE_PIVOT,
-            summary=f"read {self.item}",
+        state: ItemState = await self.tracked(
+            f"read {self.item}",
+            workflow.execute_activity_method(
+                SagaActivities.read_item,
+                ReadItemArgs(self.table, self.key, changes),
+                start_to_close_timeout=DYNAMODB_CALL,
+                retry_policy=BEFORE_PIVOT,
+                summary=f"read {self.item}",
+            ),
         )
         return state
 
@@ -309,9 +334,11 @@ class Saga:
             )
         except STEP_FAILURES as err:
             if definite(err):
+                self.phase = Phase.BEFORE_PIVOT  # it certainly did not commit
                 raise
             settled = await self._settle(expected, deleting)
             if settled is None:
+                self.phase = Phase.BEFORE_PIVOT
                 raise
             result = settled
         self.phase = Phase.AFTER_PIVOT
@@ -511,5 +538,5 @@ class SagaWorkflow:
     def state(self) -> dict[str, Any]:
         """Where the saga stands: operation, item, phase, step, objects written, outcome."""
         if self.saga is None:
-            return {"step": "checking the input", "outcome": "running"}
+            return {"now": ["checking the input"], "outcome": "running"}
         return self.saga.state()
