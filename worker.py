@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from largeattr.activities import SagaActivities
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
@@ -47,6 +47,7 @@ def build_worker(
     max_concurrent_activities: int = 32,
     shutdown_grace: float = 10.0,
     activities: SagaActivities | None = None,
+    unsandboxed: bool = False,
     **worker_options: Any,
 ) -> tuple[Worker, ThreadPoolExecutor]:
     """A worker for the sagas; its activities use boto3 clients built from ``aws``, unless
@@ -65,6 +66,8 @@ def build_worker(
     executor = ThreadPoolExecutor(
         max_workers=max_concurrent_activities, thread_name_prefix="largeattr-activity"
     )
+    if unsandboxed:
+        worker_options["workflow_runner"] = UnsandboxedWorkflowRunner()
     worker = Worker(
         with_our_failures(temporal),
         task_queue=task_queue,
@@ -92,6 +95,7 @@ async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = Non
         allow_files=args.allow_files,
         max_concurrent_activities=args.max_concurrent_activities,
         shutdown_grace=args.shutdown_grace,
+        unsandboxed=args.unsandboxed,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -158,6 +162,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "CRC32 (FULL_OBJECT) or only the parts (COMPOSITE, for stores without FULL_OBJECT)",
     )
     parser.add_argument("--shutdown-grace", type=float, default=10.0)
+    parser.add_argument(
+        "--unsandboxed",
+        action="store_true",
+        help="run workflows without the SDK's sandbox: less CPU per saga (see BENCHMARKS.md); "
+        "determinism then rests on the workflows' own discipline and the replay tests",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
