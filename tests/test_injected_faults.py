@@ -74,9 +74,12 @@ AFTER_KINDS = ("internal-error-500", "service-unavailable-503", "read-timeout", 
 #: The AWS calls each saga makes, in the worker. A small blob is one conditional PutObject;
 #: a HeadObject follows only when the key already holds an object (a retry whose first PUT
 #: committed and lost its response, which the "after" kinds make happen).
-CREATE_CALLS = {"GetItem", "PutObject", "PutItem"}
-UPDATE_CALLS = {"GetItem", "PutObject", "UpdateItem", "DeleteObjects"}
-DELETE_CALLS = {"GetItem", "DeleteItem", "DeleteObjects"}
+#: The client reads the item before an update or a delete (with its own clients, before the
+#: saga starts: a failure there starts nothing), so the worker makes no GetItem unless a
+#: pivot must be settled.
+CREATE_CALLS = {"PutObject", "PutItem"}
+UPDATE_CALLS = {"PutObject", "UpdateItem", "DeleteObjects"}
+DELETE_CALLS = {"DeleteItem", "DeleteObjects"}
 ALL_CALLS = CREATE_CALLS | UPDATE_CALLS | DELETE_CALLS
 
 #: A fast subset runs by default; the whole matrix with -m faults.
@@ -139,7 +142,7 @@ async def test_every_call_of_every_saga_fails_once(
 
     arm(faults, kind, phase)
     attrs = await la.update(table, "doc", set={"title": "t"}, add={"views": 5})
-    assert struck(faults) == {"GetItem", "UpdateItem"}
+    assert struck(faults) == {"UpdateItem"}
     assert attrs.version == 3
 
     item = await la.get(table, "doc")
