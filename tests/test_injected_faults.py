@@ -32,6 +32,7 @@ from temporalio.client import Client
 
 from largeattr import (
     AccessDenied,
+    Blob,
     ItemAlreadyExists,
     ItemNotFound,
     ItemResult,
@@ -244,6 +245,7 @@ async def test_lost_responses_during_compensation(
 
 
 async def test_retried_failure_is_recorded_with_its_aws_cause(
+    allowed_dir: Path,
     la: LargeAttrClient,
     table: LargeAttrTable,
     faults: Faults,
@@ -252,10 +254,13 @@ async def test_retried_failure_is_recorded_with_its_aws_cause(
     temporal: Client,
 ) -> None:
     """While a step is being retried, Temporal shows why (the Web UI's pending activity).
-    That must be the AWS error, not a failure to serialise it."""
+    That must be the AWS error, not a failure to serialise it. (A regular activity: the
+    upload of a file the worker reads; a local activity retries inside the workflow task.)"""
     await la.create(table, "doc", {"html": b"v1"})
-    faults.fail("DeleteObjects", times=2, error=lambda: client_error("SlowDown", 503))
-    handle = await la.start_update(table, "doc", {"html": b"v2"})
+    source = allowed_dir / f"{table.table_name}.html"
+    source.write_bytes(b"v2")
+    faults.fail("PutObject", times=2, error=lambda: client_error("SlowDown", 503))
+    handle = await la.start_update(table, "doc", {"html": Blob.worker_file(source)})
     message = ""
     for _ in range(100):
         description = await handle.describe()
