@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from largeattr import keys
+from largeattr import adopt, keys
 from largeattr.activities.heartbeat import Beating
 from largeattr.blobs import put_spec
 from largeattr.errors import (
@@ -27,12 +27,17 @@ from largeattr.errors import (
     TableNotFound,
 )
 from largeattr.messages import (
+    AdoptItemArgs,
+    BlobInput,
     CleanItemInput,
     CleanupResult,
     CompensateArgs,
+    CopyForeignArgs,
     DeleteItemArgs,
     DeleteObjectsArgs,
     FindOrphansArgs,
+    HashedForeign,
+    HashForeignArgs,
     ItemState,
     OrphanPage,
     PivotResult,
@@ -252,6 +257,50 @@ class SagaActivities:
     def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
         return self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
 
+    # ------------------------------------------------------------ adopt (pynamodb_mate items)
+
+    @activity.defn(name="largeattr.hash_foreign")
+    def hash_foreign(self, args: HashForeignArgs) -> HashedForeign:
+        """Read a pynamodb_mate object, check it against the MD5 in its key, hash it."""
+        with refusal_on_first_attempt(), Beating() as beat:
+            return adopt.hash_foreign(self.storage.s3, args.blob, progress=lambda done: beat(done))
+
+    @activity.defn(name="largeattr.copy_foreign")
+    def copy_foreign(self, args: CopyForeignArgs) -> StoredBlob:
+        """Server-side copy of a pynamodb_mate object (the version hashed) to its key."""
+        hashed = args.hashed
+        blob = BlobInput(
+            attribute=hashed.blob.attribute,
+            content_type=hashed.content_type,
+            content_encoding=hashed.content_encoding,
+        )
+        put = put_spec(
+            args.table,
+            args.item_key,
+            blob,
+            args.object_key,
+            hashed.prepared.sha256,
+            args.saga_id,
+            args.updated_at,
+        )
+        bucket, key = keys.parse_s3_uri(hashed.blob.uri)
+        with refusal_on_first_attempt(), Beating():  # a big copy reports nothing until it ends
+            return self.storage.blobs.copy_in(
+                bucket,
+                key,
+                put,
+                blob,
+                hashed.prepared,
+                args.saga_id,
+                gone=f"{hashed.blob.uri} was deleted while it was adopted",
+                source_etag=hashed.etag,
+            )
+
+    @activity.defn(name="largeattr.adopt_item")
+    def adopt_item(self, args: AdoptItemArgs) -> PivotResult:
+        with refusal_on_first_attempt():
+            return self.storage.items.adopt_item(args)
+
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for ``Worker(activities=...)``."""
         return [
@@ -267,6 +316,9 @@ class SagaActivities:
             self.compensate,
             self.find_orphans,
             self.delete_unreferenced,
+            self.hash_foreign,
+            self.copy_foreign,
+            self.adopt_item,
         ]
 
     def blob_activities(self) -> list[Callable[..., Any]]:
