@@ -1,6 +1,7 @@
 """Record one workflow history of each saga kind, for tests/test_replay.py.
 
-    .venv/bin/python tests/record_histories.py
+    .venv/bin/python tests/record_histories.py             # every kind
+    .venv/bin/python tests/record_histories.py adopt_item  # only these kinds' files
 
 Starts its own Temporal dev server and moto server on free 127.0.0.1 ports, runs a worker in
 this process, runs every kind in ``KINDS`` once and writes ``tests/histories/<kind>.json``.
@@ -11,6 +12,7 @@ that must have run) before it is written, so a recording that missed its path fa
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import sys
 import tempfile
@@ -67,6 +69,7 @@ KINDS: dict[str, Kind] = {
     ),
     "reconcile": kind("Reconcile", True, "find_orphans"),
     "clean_item": kind("CleanItem", True, "delete_unreferenced"),
+    "adopt_item": kind("AdoptItem", True, "read_item", "hash_foreign", "copy_foreign"),
 }
 
 
@@ -209,13 +212,23 @@ async def record(temporal: Client, aws: Any) -> dict[str, WorkflowHistory]:
             )
             clean = temporal.get_workflow_handle(child.workflow_id, run_id=child.run_id)
             histories["clean_item"] = await clean.fetch_history()
+
+            # An item as pynamodb_mate writes it: an s3:// URI ending in md5=<md5 of the bytes>.
+            mate = b"<p>written by pynamodb_mate</p>"
+            mate_key = f"mate/pk=mate/attr=html/md5={hashlib.md5(mate).hexdigest()}"
+            s3.put_object(Bucket=table.bucket, Key=mate_key, Body=mate)
+            dynamodb.put_item(
+                TableName=table.table_name,
+                Item={"pk": {"S": "mate"}, "html": {"S": f"s3://{table.bucket}/{mate_key}"}},
+            )
+            await saga("adopt_item", la.start_adopt(table, "mate"))
         finally:
             await la.close()
     executor.shutdown(wait=False)
     return histories
 
 
-async def main() -> None:
+async def main(wanted: set[str]) -> None:
     from largeattr import AwsConfig
     from largeattr.devstack import (
         EMULATOR_AWS,
@@ -242,9 +255,10 @@ async def main() -> None:
             stop_process(moto_process)
             stop_process(temporal_process)
 
+    histories = {name: h for name, h in histories.items() if name in wanted}
     problems = [p for name, h in histories.items() if (p := mismatch(name, h))]
-    if set(histories) != set(KINDS):
-        problems.append(f"recorded {sorted(histories)}, expected {sorted(KINDS)}")
+    if set(histories) != wanted:
+        problems.append(f"recorded {sorted(histories)}, expected {sorted(wanted)}")
     if problems:
         raise SystemExit("not written:\n" + "\n".join(problems))
     HISTORIES.mkdir(exist_ok=True)
@@ -252,10 +266,15 @@ async def main() -> None:
         path = HISTORIES / f"{name}.json"
         path.write_text(history.to_json() + "\n")
         print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
-    ids = {name: history.workflow_id for name, history in sorted(histories.items())}
-    WORKFLOW_IDS.write_text(json.dumps(ids, indent=2) + "\n")
+    # The other kinds keep their files, and their ids.
+    ids = json.loads(WORKFLOW_IDS.read_text()) if WORKFLOW_IDS.exists() else {}
+    ids.update({name: history.workflow_id for name, history in histories.items()})
+    WORKFLOW_IDS.write_text(json.dumps(dict(sorted(ids.items())), indent=2) + "\n")
 
 
 if __name__ == "__main__":
     sys.path.insert(0, str(ROOT))  # run as a script: `tests.faults` sits beside this file
-    asyncio.run(main())
+    unknown = set(sys.argv[1:]) - set(KINDS)
+    if unknown:
+        raise SystemExit(f"unknown kinds {sorted(unknown)}; the kinds are {sorted(KINDS)}")
+    asyncio.run(main(set(sys.argv[1:]) or set(KINDS)))
