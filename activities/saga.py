@@ -109,6 +109,14 @@ def refusal_on_first_attempt() -> Iterator[None]:
         raise
 
 
+def _beating() -> contextlib.AbstractContextManager[Callable[..., None]]:
+    """Heartbeats for a regular activity; a local one (a small object on the fast path)
+    has none: it runs within the workflow task."""
+    if activity.info().is_local:
+        return contextlib.nullcontext(lambda *_: None)
+    return Beating()
+
+
 class SagaActivities:
     """The activities of the create / update / delete sagas, on injected boto3 clients."""
 
@@ -262,13 +270,17 @@ class SagaActivities:
     @activity.defn(name="largeattr.hash_foreign")
     def hash_foreign(self, args: HashForeignArgs) -> HashedForeign:
         """Read a pynamodb_mate object, check it against the MD5 in its key, hash it."""
-        with refusal_on_first_attempt(), Beating() as beat:
-            return adopt.hash_foreign(self.storage.s3, args.blob, progress=lambda done: beat(done))
+        with refusal_on_first_attempt(), _beating() as beat:
+            return adopt.hash_foreign(
+                self.storage.s3, args.blob, progress=lambda done: beat(done), max_size=args.max_size
+            )
 
     @activity.defn(name="largeattr.copy_foreign")
     def copy_foreign(self, args: CopyForeignArgs) -> StoredBlob:
         """Server-side copy of a pynamodb_mate object (the version hashed) to its key."""
         hashed = args.hashed
+        if hashed.prepared is None:
+            raise InvalidInput(f"{hashed.blob.uri} was not hashed; hash it before copying")
         blob = BlobInput(
             attribute=hashed.blob.attribute,
             content_type=hashed.content_type,
@@ -284,7 +296,7 @@ class SagaActivities:
             args.updated_at,
         )
         bucket, key = keys.parse_s3_uri(hashed.blob.uri)
-        with refusal_on_first_attempt(), Beating():  # a big copy reports nothing until it ends
+        with refusal_on_first_attempt(), _beating():  # a big copy reports nothing until it ends
             return self.storage.blobs.copy_in(
                 bucket,
                 key,

@@ -14,6 +14,7 @@ steps and the client's scan.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import re
 from collections.abc import Callable, Iterator
@@ -125,12 +126,16 @@ def _etag_is_md5(found: dict[str, Any]) -> bool:
 
 
 def hash_foreign(
-    s3: S3Client, blob: ForeignBlob, progress: Callable[[int], None] = lambda _: None
+    s3: S3Client,
+    blob: ForeignBlob,
+    progress: Callable[[int], None] = lambda _: None,
+    max_size: int | None = None,
 ) -> HashedForeign:
     """Read a pynamodb_mate object (pinned to its ETag) and hash it: SHA-256 and CRC32 for
     its new key, and the MD5 its old key names, checked. A single-part object's ETag is its
     MD5 already, so a mismatch is refused before a byte is read; otherwise the MD5 is
-    computed on the way. CorruptObject when the bytes are not the ones the key names."""
+    computed on the way. CorruptObject when the bytes are not the ones the key names.
+    An object larger than ``max_size`` is not read (``prepared`` is None)."""
     bucket, key = keys.parse_s3_uri(blob.uri)
     found = head(s3, bucket, key)
     if found is None:
@@ -143,6 +148,16 @@ def hash_foreign(
     etag_md5 = etag.strip('"') if _etag_is_md5(found) else None
     if etag_md5 is not None and etag_md5 != blob.md5:
         raise _corrupt(blob, etag_md5)
+    hashed = HashedForeign(
+        blob=blob,
+        etag=etag,
+        prepared=None,
+        content_type=str(found.get("ContentType") or "application/octet-stream"),
+        content_encoding=found.get("ContentEncoding") or None,
+        size=int(found.get("ContentLength", 0)),
+    )
+    if max_size is not None and hashed.size > max_size:
+        return hashed
     md5 = hashlib.md5(usedforsecurity=False) if etag_md5 is None else None
     digest = Digest()
     try:
@@ -161,13 +176,7 @@ def hash_foreign(
         reraise(err, bucket=bucket)
     if md5 is not None and md5.hexdigest() != blob.md5:
         raise _corrupt(blob, md5.hexdigest())
-    return HashedForeign(
-        blob=blob,
-        etag=etag,
-        prepared=digest.result(),
-        content_type=str(found.get("ContentType") or "application/octet-stream"),
-        content_encoding=found.get("ContentEncoding") or None,
-    )
+    return dataclasses.replace(hashed, prepared=digest.result(), size=digest.size)
 
 
 def _corrupt(blob: ForeignBlob, actual: str) -> CorruptObject:

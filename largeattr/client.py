@@ -499,8 +499,9 @@ class LargeAttrClient:
 
         request = AdoptItemInput(table.spec, item_key, options or table.options)
         summary = _summary("adopt", table, item_key, (), {})
+        # The item is read just before the start (and again after waiting for a busy item).
         handle = await self._start(
-            AdoptItemWorkflow.run, request, table, item_key, summary, on_busy, []
+            AdoptItemWorkflow.run, request, table, item_key, summary, on_busy, [], ItemChanges()
         )
         return cast(WorkflowHandle[Any, AdoptResult], handle)
 

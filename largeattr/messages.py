@@ -429,6 +429,8 @@ class AdoptItemInput:
     table: TableSpec
     key: ItemKey
     options: SagaOptions = SagaOptions()
+    #: The item as the client read it just before starting the saga (see CreateItemInput).
+    read: ItemState | None = None
 
 
 @dataclass(frozen=True)
@@ -444,6 +446,8 @@ class ForeignBlob:
 class HashForeignArgs:
     table: TableSpec
     blob: ForeignBlob
+    #: Hash only an object of at most this many bytes (a short step); None: any size.
+    max_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -453,9 +457,11 @@ class HashedForeign:
     blob: ForeignBlob
     #: The ETag the read was pinned to: the copy copies these very bytes or fails.
     etag: str
-    prepared: PreparedBlob
+    #: None when the object is larger than ``HashForeignArgs.max_size`` (not read).
+    prepared: PreparedBlob | None
     content_type: str
     content_encoding: str | None = None
+    size: int = 0
 
 
 @dataclass(frozen=True)

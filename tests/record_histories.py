@@ -69,7 +69,7 @@ KINDS: dict[str, Kind] = {
     ),
     "reconcile": kind("Reconcile", True, "find_orphans"),
     "clean_item": kind("CleanItem", True, "delete_unreferenced"),
-    "adopt_item": kind("AdoptItem", True, "read_item", "hash_foreign", "copy_foreign"),
+    "adopt_item": kind("AdoptItem", True),  # small objects: every step is a local activity
 }
 
 

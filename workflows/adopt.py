@@ -1,7 +1,10 @@
-"""Adopt saga, for an item pynamodb_mate wrote: read -> hash each old object, checked
-against the MD5 in its key -> copy it server-side to its content-addressed key
+"""Adopt saga, for an item pynamodb_mate wrote: [the item as read] -> hash each old object,
+checked against the MD5 in its key -> copy it server-side to its content-addressed key
 (compensatable) -> replace the old URIs with the copies, la_meta and a version, if the item
-is as read (pivot) -> delete the old objects (retriable)."""
+is as read (pivot) -> delete the old objects (retriable).
+
+Small objects are hashed and copied as short steps (local activities on the fast path), so
+adopting a typical item costs the Temporal server about what a create does."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from largeattr import adopt, keys
@@ -26,12 +30,13 @@ with workflow.unsafe.imports_passed_through():
         HashForeignArgs,
         StoredBlob,
     )
-    from largeattr.transfer import human_size
+    from largeattr.transfer import MiB, human_size
     from largeattr.workflows.checks import check_request
     from largeattr.workflows.policies import (
         BEFORE_PIVOT,
         CLEAN_UP,
         LARGE_TRANSFER,
+        SMALL_UPLOAD,
         TRANSFER_HEARTBEAT,
         UNTIL_DONE,
         WAIT,
@@ -39,6 +44,10 @@ with workflow.unsafe.imports_passed_through():
     from largeattr.workflows.saga import Saga, SagaWorkflow, plural, run_to_completion
 
 T = TypeVar("T")
+
+#: Objects up to this size are hashed and copied as short steps (local activities on the
+#: fast path); bigger ones as regular activities that heartbeat for as long as they take.
+SHORT_STEP_BYTES = 8 * MiB
 
 
 @workflow.defn(name="largeattr.AdoptItem", failure_exception_types=[LargeAttrError])
@@ -51,7 +60,7 @@ class AdoptItemWorkflow(SagaWorkflow):
     async def steps(self, saga: Saga, request: AdoptItemInput) -> AdoptResult:
         async with saga.compensating():
             check_request(request.table, request.key)
-            state = await saga.read()
+            state = await saga.expect(request.read, None)
             plan = adopt.plan(request.table, request.key, state)
             if plan.outcome != adopt.ADOPT:
                 saga.finish(plan.outcome)
@@ -103,6 +112,17 @@ async def settled(steps: Sequence[Awaitable[T]]) -> list[T]:
 
 
 async def hash_foreign(saga: Saga, blob: ForeignBlob) -> HashedForeign:
+    summary = f"hash {blob.attribute} ({blob.uri}), check md5 {blob.md5}"
+    if saga.local:
+        short: HashedForeign = await saga.run_step(
+            SagaActivities.hash_foreign,
+            HashForeignArgs(saga.table, blob, SHORT_STEP_BYTES),
+            summary=summary,
+            per_attempt=SMALL_UPLOAD,
+            retry=BEFORE_PIVOT,
+        )
+        if short.prepared is not None:
+            return short
     saga.doing(f"read and hash {blob.uri}")
     hashed: HashedForeign = await workflow.execute_activity_method(
         SagaActivities.hash_foreign,
@@ -110,25 +130,38 @@ async def hash_foreign(saga: Saga, blob: ForeignBlob) -> HashedForeign:
         start_to_close_timeout=LARGE_TRANSFER,
         heartbeat_timeout=TRANSFER_HEARTBEAT,
         retry_policy=BEFORE_PIVOT,
-        summary=f"hash {blob.attribute} ({blob.uri}), check md5 {blob.md5}",
+        summary=summary,
     )
     return hashed
 
 
 async def copy_foreign(saga: Saga, hashed: HashedForeign) -> StoredBlob:
-    attribute = hashed.blob.attribute
-    object_key = saga.will_write(
-        keys.object_key(saga.table, saga.key, attribute, hashed.prepared.sha256)
-    )
-    stored: StoredBlob = await workflow.execute_activity_method(
-        SagaActivities.copy_foreign,
-        CopyForeignArgs(saga.table, saga.key, hashed, object_key, saga.saga_id, saga.updated_at),
-        start_to_close_timeout=LARGE_TRANSFER,
-        heartbeat_timeout=TRANSFER_HEARTBEAT,
-        retry_policy=BEFORE_PIVOT,
-        cancellation_type=WAIT,
-        summary=f"copy {attribute} ({human_size(hashed.prepared.size)}, server-side)",
-    )
+    attribute, prepared = hashed.blob.attribute, hashed.prepared
+    if prepared is None:
+        raise ApplicationError(f"{hashed.blob.uri} was not hashed", non_retryable=True)
+    object_key = saga.will_write(keys.object_key(saga.table, saga.key, attribute, prepared.sha256))
+    args = CopyForeignArgs(saga.table, saga.key, hashed, object_key, saga.saga_id, saga.updated_at)
+    summary = f"copy {attribute} ({human_size(prepared.size)}, server-side)"
+    stored: StoredBlob
+    if saga.local and prepared.size <= SHORT_STEP_BYTES:
+        stored = await saga.run_step(
+            SagaActivities.copy_foreign,
+            args,
+            summary=summary,
+            per_attempt=SMALL_UPLOAD,
+            retry=BEFORE_PIVOT,
+            wait=True,
+        )
+    else:
+        stored = await workflow.execute_activity_method(
+            SagaActivities.copy_foreign,
+            args,
+            start_to_close_timeout=LARGE_TRANSFER,
+            heartbeat_timeout=TRANSFER_HEARTBEAT,
+            retry_policy=BEFORE_PIVOT,
+            cancellation_type=WAIT,
+            summary=summary,
+        )
     return saga.stored(stored)
 
 
