@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from largeattr import keys
+from largeattr import adopt, keys
 from largeattr.activities.heartbeat import Beating
 from largeattr.blobs import put_spec
 from largeattr.errors import (
@@ -27,12 +27,17 @@ from largeattr.errors import (
     TableNotFound,
 )
 from largeattr.messages import (
+    AdoptItemArgs,
+    BlobInput,
     CleanItemInput,
     CleanupResult,
     CompensateArgs,
+    CopyForeignArgs,
     DeleteItemArgs,
     DeleteObjectsArgs,
     FindOrphansArgs,
+    HashedForeign,
+    HashForeignArgs,
     ItemState,
     OrphanPage,
     PivotResult,
@@ -102,6 +107,14 @@ def refusal_on_first_attempt() -> Iterator[None]:
         if activity.info().attempt == 1:
             err.details["nothing_written"] = True
         raise
+
+
+def _beating() -> contextlib.AbstractContextManager[Callable[..., None]]:
+    """Heartbeats for a regular activity; a local one (a small object on the fast path)
+    has none: it runs within the workflow task."""
+    if activity.info().is_local:
+        return contextlib.nullcontext(lambda *_: None)
+    return Beating()
 
 
 class SagaActivities:
@@ -252,6 +265,54 @@ class SagaActivities:
     def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
         return self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
 
+    # ------------------------------------------------------------ adopt (pynamodb_mate items)
+
+    @activity.defn(name="largeattr.hash_foreign")
+    def hash_foreign(self, args: HashForeignArgs) -> HashedForeign:
+        """Read a pynamodb_mate object, check it against the MD5 in its key, hash it."""
+        with refusal_on_first_attempt(), _beating() as beat:
+            return adopt.hash_foreign(
+                self.storage.s3, args.blob, progress=lambda done: beat(done), max_size=args.max_size
+            )
+
+    @activity.defn(name="largeattr.copy_foreign")
+    def copy_foreign(self, args: CopyForeignArgs) -> StoredBlob:
+        """Server-side copy of a pynamodb_mate object (the version hashed) to its key."""
+        hashed = args.hashed
+        if hashed.prepared is None:
+            raise InvalidInput(f"{hashed.blob.uri} was not hashed; hash it before copying")
+        blob = BlobInput(
+            attribute=hashed.blob.attribute,
+            content_type=hashed.content_type,
+            content_encoding=hashed.content_encoding,
+        )
+        put = put_spec(
+            args.table,
+            args.item_key,
+            blob,
+            args.object_key,
+            hashed.prepared.sha256,
+            args.saga_id,
+            args.updated_at,
+        )
+        bucket, key = keys.parse_s3_uri(hashed.blob.uri)
+        with refusal_on_first_attempt(), _beating():  # a big copy reports nothing until it ends
+            return self.storage.blobs.copy_in(
+                bucket,
+                key,
+                put,
+                blob,
+                hashed.prepared,
+                args.saga_id,
+                gone=f"{hashed.blob.uri} was deleted while it was adopted",
+                source_etag=hashed.etag,
+            )
+
+    @activity.defn(name="largeattr.adopt_item")
+    def adopt_item(self, args: AdoptItemArgs) -> PivotResult:
+        with refusal_on_first_attempt():
+            return self.storage.items.adopt_item(args)
+
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for ``Worker(activities=...)``."""
         return [
@@ -267,6 +328,9 @@ class SagaActivities:
             self.compensate,
             self.find_orphans,
             self.delete_unreferenced,
+            self.hash_foreign,
+            self.copy_foreign,
+            self.adopt_item,
         ]
 
     def blob_activities(self) -> list[Callable[..., Any]]:

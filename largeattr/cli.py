@@ -1,4 +1,4 @@
-"""The ``largeattr`` command: demo, dev stack, worker, setup, get."""
+"""The ``largeattr`` command: demo, dev stack, worker, setup, get, check, reconcile, adopt."""
 
 from __future__ import annotations
 
@@ -280,6 +280,28 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adopt(args: argparse.Namespace) -> int:
+    """Adopt a pynamodb_mate table; exit 1 if an item failed (the report says why)."""
+    from largeattr.client import LargeAttrClient
+    from largeattr.messages import SagaOptions
+
+    table = _table(args, options=SagaOptions(delete_old_objects=not args.keep_old))
+
+    async def run() -> bool:
+        la = await LargeAttrClient.connect(
+            args.address, args.namespace, task_queue=args.task_queue, aws=_aws(args)
+        )
+        async with la:
+            report = await la.adopt_table(
+                table, rate=args.rate, concurrency=args.concurrency, dry_run=args.dry_run
+            )
+        for line in report.lines():
+            print(line)
+        return report.ok()
+
+    return 0 if asyncio.run(run()) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="largeattr",
@@ -360,6 +382,23 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--keep-old-versions", action="store_true")
     _aws_arguments(reconcile)
     reconcile.set_defaults(run=cmd_reconcile)
+
+    adopt = commands.add_parser(
+        "adopt",
+        help="bring items pynamodb_mate wrote into largeattr's shape (one AdoptItem saga each)",
+    )
+    _table_arguments(adopt)
+    adopt.add_argument("--address")
+    adopt.add_argument("--namespace")
+    adopt.add_argument("--task-queue", default="largeattr")
+    adopt.add_argument("--rate", type=float, default=20.0, help="sagas started per second")
+    adopt.add_argument("--concurrency", type=int, default=8, help="sagas running at once")
+    adopt.add_argument("--dry-run", action="store_true", help="report only; write nothing")
+    adopt.add_argument(
+        "--keep-old", action="store_true", help="keep pynamodb_mate's objects after adopting"
+    )
+    _aws_arguments(adopt)
+    adopt.set_defaults(run=cmd_adopt)
     return parser
 
 

@@ -21,10 +21,11 @@ import contextlib
 import dataclasses
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Concatenate, Literal, ParamSpec
+from typing import Any, Concatenate, Literal, ParamSpec, cast
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
@@ -42,7 +43,8 @@ from temporalio.exceptions import (
     WorkflowAlreadyStartedError,
 )
 
-from largeattr import dynamo, keys, search_attributes
+from largeattr import adopt, dynamo, keys, search_attributes
+from largeattr.adopt import AdoptReport
 from largeattr.blobinputs import Blob, Holder, blob_inputs
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal
 from largeattr.errors import (
@@ -54,10 +56,13 @@ from largeattr.errors import (
 from largeattr.failures import with_our_failures
 from largeattr.items import size_after
 from largeattr.messages import (
+    AdoptItemInput,
+    AdoptResult,
     BlobInput,
     CreateItemInput,
     DeleteItemInput,
     ItemChanges,
+    ItemKey,
     ItemResult,
     ReconcileInput,
     ReconcileResult,
@@ -393,6 +398,143 @@ class LargeAttrClient:
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             static_summary=f"reconcile {table.table_name} (s3://{table.bucket}/{table.prefix}/)",
         )
+
+    # ------------------------------------------------------------------ adopt
+
+    async def start_adopt(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        *,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> WorkflowHandle[Any, AdoptResult]:
+        """Start adopting one item pynamodb_mate wrote (``largeattr.adopt``): its objects
+        are copied to their content-addressed keys, the item gets la_meta and a version,
+        the old objects are deleted (``options.delete_old_objects=False`` keeps them)."""
+        return await self._start_adopt(table, table.key(key), options, on_busy)
+
+    async def adopt(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        *,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> AdoptResult:
+        """Adopt one item and wait. An item with nothing of pynamodb_mate's left (adopted
+        already) or that adopt cannot read (skipped, with the reason) starts no saga."""
+        item_key = table.key(key)
+        state = await asyncio.to_thread(self.storage.items.read_item, table.spec, item_key)
+        plan = adopt.plan(table.spec, item_key, state)
+        if plan.outcome != adopt.ADOPT:
+            return AdoptResult(
+                plan.outcome, table.table_name, item_key, state.version, reason=plan.reason
+            )
+        handle = await self._start_adopt(table, item_key, options, on_busy)
+        try:
+            return await handle.result()
+        except WorkflowFailureError as err:
+            raise user_error(err) from err
+
+    async def adopt_table(
+        self,
+        table: LargeAttrTable,
+        *,
+        rate: float | None = None,
+        concurrency: int = 8,
+        dry_run: bool = False,
+        options: SagaOptions | None = None,
+    ) -> AdoptReport:
+        """Adopt every item of the table that pynamodb_mate wrote: the scan runs here, page
+        by page; each item needing it gets its own saga, at most ``rate`` started per
+        second and ``concurrency`` at once. Items adopted already, or that adopt cannot
+        read, start nothing. ``dry_run`` writes nothing: it reports what would be adopted,
+        and refuses what a HEAD already shows to be missing or corrupt. Run it again after
+        an interruption: adopted items report as ``already``."""
+        if rate is not None and not rate > 0:
+            raise InvalidInput("rate must be a positive number of items per second")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidInput("concurrency must be a positive int")
+        spec = table.spec
+        report = AdoptReport(dry_run=dry_run)
+        started = time.monotonic()
+        next_start = started
+        gate = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+        items = adopt.scan_items(self.storage.dynamodb, spec)
+        while (raw := await asyncio.to_thread(next, items, None)) is not None:
+            item_key, _, plan = adopt.planned(spec, raw)
+            name = keys.item_path(spec, item_key)
+            if plan.outcome == adopt.ALREADY:
+                report.already.append(name)
+            elif plan.outcome == adopt.SKIPPED:
+                report.skipped.append((name, plan.reason))
+            elif dry_run:
+                problems = [
+                    problem
+                    for blob in plan.foreign
+                    if (problem := await asyncio.to_thread(adopt.dry_check, self.storage.s3, blob))
+                ]
+                if problems:
+                    report.failed.append((name, "; ".join(problems)))
+                else:
+                    report.adopted.append(name)
+            else:
+                if rate is not None:
+                    await asyncio.sleep(max(0.0, next_start - time.monotonic()))
+                    next_start = max(next_start, time.monotonic()) + 1 / rate
+                await gate.acquire()
+                task = asyncio.create_task(
+                    self._adopt_into(report, table, item_key, name, options, gate)
+                )
+                running.add(task)
+                task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+        report.seconds = time.monotonic() - started
+        return report
+
+    async def _adopt_into(
+        self,
+        report: AdoptReport,
+        table: LargeAttrTable,
+        item_key: ItemKey,
+        name: str,
+        options: SagaOptions | None,
+        gate: asyncio.Semaphore,
+    ) -> None:
+        try:
+            handle = await self._start_adopt(table, item_key, options, "wait")
+            result = await handle.result()
+        except Exception as err:
+            cause = user_error(err) if isinstance(err, WorkflowFailureError) else err
+            report.failed.append((name, f"{type(cause).__name__}: {cause}"))
+        else:
+            if result.outcome == adopt.ADOPTED:
+                report.adopted.append(name)
+            elif result.outcome == adopt.ALREADY:
+                report.already.append(name)
+            else:
+                report.skipped.append((name, result.reason))
+        finally:
+            gate.release()
+
+    async def _start_adopt(
+        self,
+        table: LargeAttrTable,
+        item_key: ItemKey,
+        options: SagaOptions | None,
+        on_busy: OnBusy,
+    ) -> WorkflowHandle[Any, AdoptResult]:
+        from largeattr.workflows import AdoptItemWorkflow
+
+        request = AdoptItemInput(table.spec, item_key, options or table.options)
+        summary = _summary("adopt", table, item_key, (), {})
+        # The item is read just before the start (and again after waiting for a busy item).
+        handle = await self._start(
+            AdoptItemWorkflow.run, request, table, item_key, summary, on_busy, [], ItemChanges()
+        )
+        return cast(WorkflowHandle[Any, AdoptResult], handle)
 
     # ------------------------------------------------------------------ reads
 

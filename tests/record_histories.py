@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import sys
 import tempfile
@@ -133,10 +134,12 @@ KINDS: dict[str, Kind] = {
     "fast_create_compensated": fast(
         "CreateItem", False, local=("upload_blob", "put_item", "compensate")
     ),
+    # Born after the fast path (no old twin); small objects: every step a local activity.
+    "adopt_item": fast("AdoptItem", True, local=()),
 }
 
 #: The kinds this script records today: the fast path's. The others are kept as recorded.
-RECORDED = tuple(name for name in KINDS if name.startswith("fast_"))
+RECORDED = tuple(name for name in KINDS if name.startswith("fast_") or name == "adopt_item")
 
 
 def workflow_type(history: WorkflowHistory) -> str:
@@ -287,6 +290,16 @@ async def record(temporal: Client, aws: Any) -> dict[str, WorkflowHistory]:
                 ItemAlreadyExists,
             )
             faults.clear()
+
+            # An item as pynamodb_mate writes it: an s3:// URI ending in md5=<md5 of the bytes>.
+            mate = b"<p>written by pynamodb_mate</p>"
+            mate_key = f"mate/pk=mate/attr=html/md5={hashlib.md5(mate).hexdigest()}"
+            s3.put_object(Bucket=table.bucket, Key=mate_key, Body=mate)
+            dynamodb.put_item(
+                TableName=table.table_name,
+                Item={"pk": {"S": "mate"}, "html": {"S": f"s3://{table.bucket}/{mate_key}"}},
+            )
+            await saga("adopt_item", la.start_adopt(table, "mate"))
         finally:
             await la.close()
     executor.shutdown(wait=False)
