@@ -137,7 +137,11 @@ def _stdin_blob(inline_threshold: int) -> Any:
     """stdin as a blob: a redirected file as itself (seekable: retried uploads, known size);
     a pipe read up to the inline threshold, and streamed if it goes on."""
     stdin = sys.stdin.buffer
-    if stat.S_ISREG(os.fstat(stdin.fileno()).st_mode):
+    try:
+        regular = stat.S_ISREG(os.fstat(stdin.fileno()).st_mode)
+    except (OSError, ValueError):  # io.UnsupportedOperation: no file descriptor
+        regular = False
+    if regular:
         return stdin
     head = stdin.read(inline_threshold + 1)
     if len(head) <= inline_threshold:
