@@ -31,7 +31,6 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig
 from largeattr.errors import InvalidInput
@@ -227,7 +226,11 @@ def table_decl(name: str, config: CliConfig, args: argparse.Namespace) -> TableD
     declared = config.tables.get(name) or TableDecl(name=name, table_name=name)
     large = getattr(args, "large", None)
     partition_key = _first(getattr(args, "partition_key", None), declared.partition_key)
-    if name not in config.tables and partition_key is None and (large or args_bucket(args)):
+    if (
+        name not in config.tables
+        and partition_key is None
+        and (large or getattr(args, "bucket", None))
+    ):
         partition_key = "pk"  # the old flags' default, when the flags declare the table
     return TableDecl(
         name=name,
@@ -235,17 +238,13 @@ def table_decl(name: str, config: CliConfig, args: argparse.Namespace) -> TableD
         partition_key=partition_key,
         sort_key=_first(getattr(args, "sort_key", None), declared.sort_key),
         key_types=declared.key_types,
-        bucket=_first(args_bucket(args), declared.bucket),
+        bucket=_first(getattr(args, "bucket", None), declared.bucket),
         prefix=_first(getattr(args, "prefix", None), declared.prefix),
         large=tuple(a for a in large.split(",") if a) if large else declared.large,
         version_attribute=declared.version_attribute,
         key_template=declared.key_template,
         keep_old_versions=declared.keep_old_versions,
     )
-
-
-def args_bucket(args: argparse.Namespace) -> str | None:
-    return getattr(args, "bucket", None)
 
 
 def aws_config(args: argparse.Namespace, config: CliConfig) -> AwsConfig:
@@ -309,7 +308,3 @@ def _dev_ui_url(address: str | None) -> str | None:
     if host in ("127.0.0.1", "localhost") and port.isdigit():
         return f"http://{host}:{int(port) + 1000}"
     return None
-
-
-def ui_host(ui_url: str) -> str:
-    return urlsplit(ui_url).netloc
