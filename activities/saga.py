@@ -179,16 +179,24 @@ class SagaActivities:
         source = blob.source
         progress = _resumed_progress()
         with self.sources.random_access(source) as read_part, Beating() as beat:
-            return self.storage.blobs.store(
+            stored = self.storage.blobs.store(
                 put,
                 blob,
                 args.prepared,
                 lambda: self.sources.open(source),
                 args.saga_id,
                 progress=progress,
-                on_progress=lambda done: beat(_progress(done)),
+                on_progress=lambda done: self._progress(beat, source, done),
                 read_part=read_part,
             )
+        self.sources.report(source, stored.meta.size)
+        return stored
+
+    def _progress(self, beat: Callable[[Any], None], source: str, done: UploadProgress) -> None:
+        """Heartbeat where a retry resumes; tell the process holding the bytes (the client's
+        ``on_progress``) how far the upload is."""
+        beat(_progress(done))
+        self.sources.report(source, done.bytes_done)
 
     @activity.defn(name="largeattr.stage_blob")
     def stage_blob(self, args: StageBlobArgs) -> PreparedBlob:
@@ -204,10 +212,13 @@ class SagaActivities:
         put = put_spec(
             args.table, args.item_key, blob, args.staging_key, "", args.saga_id, args.updated_at
         )
-        with self.sources.open(blob.source) as reader, Beating() as beat:
-            return self.storage.blobs.stage(
-                put, reader, UploadProgress(), lambda done: beat(_progress(done))
+        source = blob.source
+        with self.sources.open(source) as reader, Beating() as beat:
+            prepared = self.storage.blobs.stage(
+                put, reader, UploadProgress(), lambda done: self._progress(beat, source, done)
             )
+        self.sources.report(source, prepared.size)
+        return prepared
 
     @activity.defn(name="largeattr.promote_blob")
     def promote_blob(self, args: PromoteBlobArgs) -> StoredBlob:

@@ -69,7 +69,7 @@ from largeattr.messages import (
     SagaOptions,
     UpdateItemInput,
 )
-from largeattr.read import BlobRef, Item, Reader
+from largeattr.read import BlobRef, Item, Progress, Reader
 from largeattr.sources import SourceRegistry
 from largeattr.storage import Storage
 from largeattr.table import KeyInput, LargeAttrTable
@@ -212,14 +212,18 @@ class LargeAttrClient:
         overwrite: bool = False,
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
+        on_progress: Progress | None = None,
     ) -> WorkflowHandle[Any, ItemResult]:
-        """Create an item; ``ItemAlreadyExists`` if it exists (unless ``overwrite``)."""
+        """Create an item; ``ItemAlreadyExists`` if it exists (unless ``overwrite``).
+
+        ``on_progress(done_bytes, total_bytes or None)`` follows the blobs this process
+        uploads (those too big to travel inline), from the thread that uploads."""
         from largeattr.workflows import CreateItemWorkflow
 
         item_key = table.key(key)
         plain = table.attributes(attributes, "create")
         with self._holding() as held:
-            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held)
+            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held, on_progress)
             if removed:
                 raise InvalidInput(f"create: {removed} are None; leave them out instead")
             dynamo.check_item_size(
@@ -263,10 +267,11 @@ class LargeAttrClient:
         expected_version: int | None = None,
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
+        on_progress: Progress | None = None,
     ) -> WorkflowHandle[Any, ItemResult]:
         """Update an item: replace blobs (None removes one), SET / REMOVE / ADD / DELETE
         plain attributes. ``ItemNotFound`` if it is missing; ``VersionConflict`` if
-        ``expected_version`` is given and stale."""
+        ``expected_version`` is given and stale. ``on_progress`` as in ``start_create``."""
         from largeattr.workflows import UpdateItemWorkflow
 
         item_key = table.key(key)
@@ -279,7 +284,7 @@ class LargeAttrClient:
         ):
             raise InvalidInput("expected_version must be an int (the item's version)")
         with self._holding() as held:
-            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held)
+            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held, on_progress)
             request = UpdateItemInput(
                 table=table.spec,
                 key=item_key,
@@ -542,22 +547,34 @@ class LargeAttrClient:
         """The item (consistent read), with references to its large attributes."""
         return await asyncio.to_thread(self.reader.get, table.spec, table.key(key))
 
-    async def read_blob(self, ref: BlobRef) -> bytes:
-        """A large attribute's bytes, verified against the recorded SHA-256."""
-        return await asyncio.to_thread(self.reader.read_bytes, ref)
+    async def read_blob(self, ref: BlobRef, *, on_progress: Progress | None = None) -> bytes:
+        """A large attribute's bytes, verified against the recorded SHA-256.
 
-    async def download(self, ref: BlobRef, path: str | os.PathLike[str]) -> int:
-        """Stream a large attribute into a file (atomic; verified)."""
-        return await asyncio.to_thread(self.reader.download, ref, path)
+        ``on_progress(done_bytes, total_bytes or None)`` is called after each chunk, from
+        the thread that reads."""
+        return await asyncio.to_thread(self.reader.read_bytes, ref, on_progress)
+
+    async def download(
+        self,
+        ref: BlobRef,
+        path: str | os.PathLike[str],
+        *,
+        on_progress: Progress | None = None,
+    ) -> int:
+        """Stream a large attribute into a file (atomic; verified); ``on_progress`` as in
+        ``read_blob``."""
+        return await asyncio.to_thread(self.reader.download, ref, path, on_progress)
 
     async def iter_blob(
         self,
         ref: BlobRef,
         chunk_size: int = 1024 * 1024,
         byte_range: tuple[int, int] | None = None,
+        *,
+        on_progress: Progress | None = None,
     ) -> AsyncIterator[bytes]:
         """Stream a large attribute chunk by chunk; a whole read is verified at the end."""
-        chunks = self.reader.iter_chunks(ref, chunk_size, byte_range)
+        chunks = self.reader.iter_chunks(ref, chunk_size, byte_range, on_progress)
         done = object()
         while True:
             chunk = await asyncio.to_thread(next, chunks, done)
@@ -702,11 +719,15 @@ class LargeAttrClient:
         self._blob_worker_task = asyncio.create_task(self._blob_worker.run())
 
     async def _blob_inputs(
-        self, table: LargeAttrTable, blobs: Mapping[str, Any], held: list[str]
+        self,
+        table: LargeAttrTable,
+        blobs: Mapping[str, Any],
+        held: list[str],
+        on_progress: Progress | None = None,
     ) -> tuple[tuple[BlobInput, ...], list[str]]:
         """Validate blobs and decide how each travels: inline, or from this process."""
         return await blob_inputs(
-            table, blobs, self.transfer, Holder(self.sources, self.blob_queue, held)
+            table, blobs, self.transfer, Holder(self.sources, self.blob_queue, held, on_progress)
         )
 
 
