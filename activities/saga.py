@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from largeattr import keys
+from largeattr import keys, telemetry
 from largeattr.activities.heartbeat import Beating
 from largeattr.blobs import put_spec
 from largeattr.errors import (
@@ -79,6 +79,17 @@ def _resumed_progress() -> UploadProgress:
         activity.logger.info("resuming multipart upload %s", progress.upload_id)
         return progress
     return UploadProgress()
+
+
+def _count_upload(stored: StoredBlob, progress: UploadProgress) -> None:
+    """Bytes this attempt sent, and the parts it did not send because S3 held them."""
+    if not progress.upload_id:  # a single PUT (or nothing: the object was already there)
+        telemetry.count(telemetry.BYTES_UPLOADED, stored.meta.size if stored.created else 0)
+        return
+    size, part = stored.meta.size, progress.part_size
+    sent = sum(min(part, size - (n - 1) * part) for n in progress.part_numbers_sent)
+    telemetry.count(telemetry.BYTES_UPLOADED, sent)
+    telemetry.count(telemetry.PARTS_RESUMED, progress.parts_done - len(progress.part_numbers_sent))
 
 
 #: Refusals AWS (or our own checks) give before anything is written.
@@ -158,15 +169,17 @@ class SagaActivities:
                 raise SourceUnavailable(
                     f"inline bytes of {blob.attribute!r} do not match their sha256"
                 )
-            return self.storage.blobs.store(
+            stored = self.storage.blobs.store(
                 put, blob, prepared, lambda: io.BytesIO(data), args.saga_id
             )
+            telemetry.count(telemetry.BYTES_UPLOADED, stored.meta.size if stored.created else 0)
+            return stored
         if blob.source is None or args.prepared is None:
             raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
         source = blob.source
         progress = _resumed_progress()
         with self.sources.random_access(source) as read_part, Beating() as beat:
-            return self.storage.blobs.store(
+            stored = self.storage.blobs.store(
                 put,
                 blob,
                 args.prepared,
@@ -176,6 +189,8 @@ class SagaActivities:
                 on_progress=lambda done: beat(_progress(done)),
                 read_part=read_part,
             )
+        _count_upload(stored, progress)
+        return stored
 
     @activity.defn(name="largeattr.stage_blob")
     def stage_blob(self, args: StageBlobArgs) -> PreparedBlob:
@@ -192,9 +207,11 @@ class SagaActivities:
             args.table, args.item_key, blob, args.staging_key, "", args.saga_id, args.updated_at
         )
         with self.sources.open(blob.source) as reader, Beating() as beat:
-            return self.storage.blobs.stage(
+            staged = self.storage.blobs.stage(
                 put, reader, UploadProgress(), lambda done: beat(_progress(done))
             )
+        telemetry.count(telemetry.BYTES_UPLOADED, staged.size)  # a stream is sent once
+        return staged
 
     @activity.defn(name="largeattr.promote_blob")
     def promote_blob(self, args: PromoteBlobArgs) -> StoredBlob:
@@ -236,11 +253,15 @@ class SagaActivities:
     def delete_objects(self, args: DeleteObjectsArgs) -> tuple[str, ...]:
         table = args.table
         ours = [k for k in args.keys if table is None or keys.owns_key(table, k)]
-        return self.storage.cleanup.delete_objects(args.bucket, ours)
+        deleted = self.storage.cleanup.delete_objects(args.bucket, ours)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(deleted), reason="clean_up")
+        return deleted
 
     @activity.defn(name="largeattr.compensate")
     def compensate(self, args: CompensateArgs) -> CleanupResult:
-        return self.storage.cleanup.compensate(args)
+        result = self.storage.cleanup.compensate(args)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(result.deleted), reason="compensation")
+        return result
 
     # ------------------------------------------------------------ reconcile
 
@@ -250,7 +271,9 @@ class SagaActivities:
 
     @activity.defn(name="largeattr.delete_unreferenced")
     def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
-        return self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
+        result = self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(result.deleted), reason="reconcile")
+        return result
 
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for ``Worker(activities=...)``."""
