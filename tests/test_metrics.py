@@ -97,6 +97,9 @@ async def test_worker_serves_saga_metrics_and_logs_one_json_line_per_outcome(
         # The SDK's own metrics share the endpoint.
         assert total(samples, "temporal_workflow_completed", task_queue=queue) >= 2
         assert total(samples, "temporal_request") >= 1
+        # Verdicts on the item are BENIGN failures: not in the SDK's failure counters.
+        assert total(samples, "temporal_workflow_failed") == 0
+        assert total(samples, "temporal_local_activity_execution_failed") == 0
 
         process.send_signal(signal.SIGTERM)
         output, _ = await asyncio.to_thread(process.communicate, None, 30)
