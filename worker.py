@@ -15,6 +15,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -23,9 +24,10 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from largeattr import telemetry
 from largeattr.activities import SagaActivities
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
-from largeattr.errors import InvalidInput
+from largeattr.errors import InvalidInput, LargeAttrError
 from largeattr.failures import with_our_failures
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import FULL_OBJECT, MULTIPART_CHECKSUMS, MiB, TransferConfig
@@ -68,6 +70,10 @@ def build_worker(
     )
     if unsandboxed:
         worker_options["workflow_runner"] = UnsandboxedWorkflowRunner()
+    worker_options["interceptors"] = [
+        telemetry.BusinessErrorsAreBenign(),
+        *worker_options.get("interceptors", ()),
+    ]
     worker = Worker(
         with_our_failures(temporal),
         task_queue=task_queue,
@@ -82,7 +88,10 @@ def build_worker(
 
 
 async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
-    temporal = await connect_temporal(args.address, args.namespace)
+    runtime = None
+    if args.metrics_port is not None:
+        runtime = telemetry.prometheus_runtime(args.metrics_address, args.metrics_port)
+    temporal = await connect_temporal(args.address, args.namespace, runtime=runtime)
     worker, executor = build_worker(
         temporal,
         task_queue=args.task_queue,
@@ -115,6 +124,8 @@ async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = Non
         temporal.service_client.config.target_host,
         temporal.namespace,
     )
+    if runtime is not None:
+        log.info("metrics at http://%s:%d/metrics", args.metrics_address, args.metrics_port)
     if ready is not None:
         ready.set()
     await asyncio.wait([running, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
@@ -163,6 +174,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--shutdown-grace", type=float, default=10.0)
     parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics (the SDK's temporal_* and largeattr_*) at "
+        "http://ADDRESS:PORT/metrics; unset: no metrics",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on (default 127.0.0.1; 0.0.0.0 in a "
+        "container that Prometheus scrapes from outside)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=telemetry.LOG_FORMATS,
+        default="text",
+        help="text lines on stderr, or one JSON object per line on stdout",
+    )
+    parser.add_argument(
         "--unsandboxed",
         action="store_true",
         help="run workflows without the SDK's sandbox: less CPU per saga (see BENCHMARKS.md); "
@@ -174,8 +204,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="worker.py", description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker(args))
+    telemetry.configure_logging(args.log_format)
+    try:
+        asyncio.run(run_worker(args))
+    except LargeAttrError as err:  # bad settings: one line that says what to do
+        print(f"worker.py: {type(err).__name__}: {err}", file=sys.stderr)
+        exit_now(2)
     exit_now(0)
 
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from largeattr import adopt, keys
+from largeattr import adopt, keys, telemetry
 from largeattr.activities.heartbeat import Beating
 from largeattr.blobs import put_spec
 from largeattr.errors import (
@@ -84,6 +84,17 @@ def _resumed_progress() -> UploadProgress:
         activity.logger.info("resuming multipart upload %s", progress.upload_id)
         return progress
     return UploadProgress()
+
+
+def _count_upload(stored: StoredBlob, progress: UploadProgress) -> None:
+    """Bytes this attempt sent, and the parts it did not send because S3 held them."""
+    if not progress.upload_id:  # a single PUT (or nothing: the object was already there)
+        telemetry.count(telemetry.BYTES_UPLOADED, stored.meta.size if stored.created else 0)
+        return
+    size, part = stored.meta.size, progress.part_size
+    sent = sum(min(part, size - (n - 1) * part) for n in progress.part_numbers_sent)
+    telemetry.count(telemetry.BYTES_UPLOADED, sent)
+    telemetry.count(telemetry.PARTS_RESUMED, progress.parts_done - len(progress.part_numbers_sent))
 
 
 #: Refusals AWS (or our own checks) give before anything is written.
@@ -171,9 +182,11 @@ class SagaActivities:
                 raise SourceUnavailable(
                     f"inline bytes of {blob.attribute!r} do not match their sha256"
                 )
-            return self.storage.blobs.store(
+            stored = self.storage.blobs.store(
                 put, blob, prepared, lambda: io.BytesIO(data), args.saga_id
             )
+            telemetry.count(telemetry.BYTES_UPLOADED, stored.meta.size if stored.created else 0)
+            return stored
         if blob.source is None or args.prepared is None:
             raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
         source = blob.source
@@ -190,6 +203,7 @@ class SagaActivities:
                 read_part=read_part,
             )
         self.sources.report(source, stored.meta.size)
+        _count_upload(stored, progress)
         return stored
 
     def _progress(self, beat: Callable[[Any], None], source: str, done: UploadProgress) -> None:
@@ -218,6 +232,7 @@ class SagaActivities:
                 put, reader, UploadProgress(), lambda done: self._progress(beat, source, done)
             )
         self.sources.report(source, prepared.size)
+        telemetry.count(telemetry.BYTES_UPLOADED, prepared.size)  # a stream is sent once
         return prepared
 
     @activity.defn(name="largeattr.promote_blob")
@@ -260,11 +275,15 @@ class SagaActivities:
     def delete_objects(self, args: DeleteObjectsArgs) -> tuple[str, ...]:
         table = args.table
         ours = [k for k in args.keys if table is None or keys.owns_key(table, k)]
-        return self.storage.cleanup.delete_objects(args.bucket, ours)
+        deleted = self.storage.cleanup.delete_objects(args.bucket, ours)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(deleted), reason="clean_up")
+        return deleted
 
     @activity.defn(name="largeattr.compensate")
     def compensate(self, args: CompensateArgs) -> CleanupResult:
-        return self.storage.cleanup.compensate(args)
+        result = self.storage.cleanup.compensate(args)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(result.deleted), reason="compensation")
+        return result
 
     # ------------------------------------------------------------ reconcile
 
@@ -274,7 +293,9 @@ class SagaActivities:
 
     @activity.defn(name="largeattr.delete_unreferenced")
     def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
-        return self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
+        result = self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(result.deleted), reason="reconcile")
+        return result
 
     # ------------------------------------------------------------ adopt (pynamodb_mate items)
 

@@ -125,8 +125,9 @@ def cmd_dev(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from largeattr import worker
+    from largeattr import telemetry, worker
 
+    telemetry.configure_logging(args.log_format)
     asyncio.run(worker.run_worker(args))
     return 0
 

@@ -73,6 +73,7 @@ from largeattr.read import BlobRef, Item, Progress, Reader
 from largeattr.sources import SourceRegistry
 from largeattr.storage import Storage
 from largeattr.table import KeyInput, LargeAttrTable
+from largeattr.telemetry import BusinessErrorsAreBenign
 from largeattr.transfer.config import TransferConfig, human_size
 
 OnBusy = Literal["wait", "fail"]
@@ -715,6 +716,7 @@ class LargeAttrClient:
             activities=activities.blob_activities(),
             activity_executor=self._executor,
             max_concurrent_activities=8,
+            interceptors=[BusinessErrorsAreBenign()],  # as build_worker: no traceback logged
         )
         self._blob_worker_task = asyncio.create_task(self._blob_worker.run())
 

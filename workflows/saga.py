@@ -43,7 +43,7 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-    from largeattr import keys, search_attributes
+    from largeattr import keys, search_attributes, telemetry
     from largeattr.activities.saga import SagaActivities
     from largeattr.errors import (
         BUSINESS_ERRORS,
@@ -204,6 +204,7 @@ class Saga:
         the namespace lacks would fail the workflow task)."""
         self.outcome = outcome
         self._show()
+        telemetry.saga_finished(self, outcome)  # its metrics and log line, never on replay
         if not self.local:
             return
         if workflow.info().typed_search_attributes.get(search_attributes.OUTCOME) is None:
