@@ -174,11 +174,20 @@ async def test_a_pivot_that_never_committed_is_compensated_after_settling(
     dynamodb: Any,
     temporal: Client,
 ) -> None:
-    """Every attempt of the pivot is refused before it is sent: settling finds the item
-    as it was, so the saga compensates and reports the error."""
+    """The pivot's first attempt fails before it is sent (a 500), every later one is
+    refused: as an attempt might have committed, settling reads the item, finds it as it
+    was, so the saga compensates and reports the error. (A refusal on the first attempt
+    needs no settling: nothing can have committed; test_bad_input covers it.)"""
     await la.create(table, "doc", {"html": b"v1"})
     faults.calls.clear()
-    faults.fail("UpdateItem", times=-1, error=lambda: client_error("AccessDenied", 403))
+    faults.fail("UpdateItem", times=1, error=lambda: client_error("InternalError", 500))
+    calls = itertools.count()
+    faults.fail(
+        "UpdateItem",
+        times=-1,
+        error=lambda: client_error("AccessDenied", 403),
+        match=lambda _: next(calls) >= 1,
+    )
     with no_change(s3, dynamodb, table, table.key("doc")), pytest.raises(AccessDenied):
         await la.update(table, "doc", {"html": b"v2"})
     # The settling read and compensation's own read (the client read the item before it
