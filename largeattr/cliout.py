@@ -35,6 +35,7 @@ from largeattr.errors import (
     VersionConflict,
 )
 from largeattr.messages import ItemResult
+from largeattr.provision import SearchAttributeConflict
 from largeattr.transfer.config import human_size
 
 
@@ -56,8 +57,17 @@ EXIT_CODES: tuple[tuple[int, str, tuple[type[LargeAttrError], ...]], ...] = (
     (0, "ok", ()),
     (
         1,
-        "findings or conflict: check found problems; the item changed or exists",
-        (Findings, VersionConflict, ItemAlreadyExists, ItemBusy, DanglingReference, CorruptObject),
+        "findings or conflict: check found problems; the item changed or exists; a search "
+        "attribute is registered with another type",
+        (
+            Findings,
+            VersionConflict,
+            ItemAlreadyExists,
+            ItemBusy,
+            DanglingReference,
+            CorruptObject,
+            SearchAttributeConflict,
+        ),
     ),
     (2, "usage: bad arguments, config or input; nothing was written", (InvalidInput,)),
     (
