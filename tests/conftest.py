@@ -150,8 +150,10 @@ async def task_queue(
     s3, dynamodb = aws.clients()
     worker_faults.attach(s3, dynamodb)
     activities = SagaActivities(s3, dynamodb, test_transfer, SourceRegistry([allowed_dir]))
+    # Sandboxed: the tests run every saga under the SDK's determinism checks, which the
+    # production default leaves out for speed (largeattr.worker.build_worker).
     worker, executor = build_worker(
-        temporal, task_queue=queue, activities=activities, shutdown_grace=2.0
+        temporal, task_queue=queue, activities=activities, shutdown_grace=2.0, sandboxed=True
     )
     async with worker:
         yield queue

@@ -2,7 +2,8 @@
 
 A change to a workflow that would break the sagas already running in production fails
 here; see tests/histories/README.md. Every history replays in the SDK's sandbox (the
-default) and without it (``worker.py --unsandboxed``): a worker may run either way.
+default) and without it (``worker.py``'s default; ``--sandboxed`` turns it on): a worker may
+run either way.
 """
 
 from __future__ import annotations
