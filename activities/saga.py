@@ -16,6 +16,7 @@ from temporalio import activity
 
 from largeattr import keys
 from largeattr.activities.heartbeat import Beating
+from largeattr.activities.reconcile import locks_for_this_worker
 from largeattr.blobs import put_spec
 from largeattr.errors import SourceUnavailable
 from largeattr.messages import (
@@ -33,11 +34,14 @@ from largeattr.messages import (
     PromoteBlobArgs,
     PutItemArgs,
     ReadItemArgs,
+    ReconcileChunk,
+    ReconcileChunkArgs,
     StageBlobArgs,
     StoredBlob,
     UpdateItemArgs,
     UploadBlobArgs,
 )
+from largeattr.reconcile import Reconciler, run_beating
 from largeattr.sources import SourceRegistry
 from largeattr.storage import Storage
 from largeattr.transfer.config import TransferConfig
@@ -85,6 +89,7 @@ class SagaActivities:
     ) -> None:
         self.storage = Storage(s3, dynamodb, transfer)
         self.sources = sources or SourceRegistry()
+        self.reconciler = Reconciler(s3, dynamodb)
 
     # ------------------------------------------------------------ before the pivot
 
@@ -214,6 +219,13 @@ class SagaActivities:
     def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
         return self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
 
+    @activity.defn(name="largeattr.reconcile_chunk")
+    async def reconcile_chunk(self, args: ReconcileChunkArgs) -> ReconcileChunk:
+        """A few listing pages: judged from keys and listing, items batch-read, orphans
+        batch-deleted under their items' locks (largeattr/reconcile.py)."""
+        locks = None if args.dry_run else locks_for_this_worker()
+        return await run_beating(self.reconciler.chunk(args, locks), activity.heartbeat)
+
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for ``Worker(activities=...)``."""
         return [
@@ -229,6 +241,7 @@ class SagaActivities:
             self.compensate,
             self.find_orphans,
             self.delete_unreferenced,
+            self.reconcile_chunk,
         ]
 
     def blob_activities(self) -> list[Callable[..., Any]]:
