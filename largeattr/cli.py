@@ -280,6 +280,66 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schedule_reconcile(args: argparse.Namespace) -> int:
+    from largeattr.config import connect_temporal
+    from largeattr.messages import SagaOptions
+    from largeattr.schedule import (
+        parse_every,
+        remove_reconcile_schedule,
+        schedule_id,
+        schedule_reconcile,
+    )
+
+    if args.remove:
+
+        async def remove() -> bool:
+            temporal = await connect_temporal(args.address, args.namespace)
+            return await remove_reconcile_schedule(temporal, args.table)
+
+        removed = asyncio.run(remove())
+        print(f"{'removed' if removed else 'no schedule'} {schedule_id(args.table)}")
+        return 0
+    missing = [f"--{n}" for n in ("every", "bucket", "prefix", "large") if not getattr(args, n)]
+    if missing:
+        raise InvalidInput(f"give {', '.join(missing)} (or --remove to delete the schedule)")
+    every = parse_every(args.every)
+    table = _table(args, options=SagaOptions(delete_old_objects=not args.keep_old_versions))
+
+    async def apply() -> bool:
+        temporal = await connect_temporal(args.address, args.namespace)
+        _, created = await schedule_reconcile(
+            temporal, table, every, task_queue=args.task_queue, grace_seconds=args.grace
+        )
+        return created
+
+    created = asyncio.run(apply())
+    print(f"{'created' if created else 'updated'} {schedule_id(args.table)}: every {every}")
+    return 0
+
+
+def _schedule_commands(commands: Any) -> None:
+    """``largeattr schedule reconcile TABLE --every 6h [--grace S] [--remove]``."""
+    schedule = commands.add_parser("schedule", help="Temporal Schedules of largeattr workflows")
+    kinds = schedule.add_subparsers(dest="schedule_kind", required=True)
+    reconcile = kinds.add_parser(
+        "reconcile", help="create, update or remove a table's reconcile schedule"
+    )
+    reconcile.add_argument("table", help="DynamoDB table name")
+    reconcile.add_argument("--every", help="interval, e.g. 6h, 30m, 1h30m")
+    reconcile.add_argument("--grace", type=int, default=900, metavar="SECONDS")
+    reconcile.add_argument("--remove", action="store_true", help="delete the schedule")
+    reconcile.add_argument("--partition-key", default="pk")
+    reconcile.add_argument("--sort-key")
+    reconcile.add_argument("--bucket")
+    reconcile.add_argument("--prefix")
+    reconcile.add_argument("--large", help="large attributes, comma-separated")
+    reconcile.add_argument("--keep-old-versions", action="store_true")
+    reconcile.add_argument("--address")
+    reconcile.add_argument("--namespace")
+    reconcile.add_argument("--task-queue", default="largeattr")
+    reconcile.set_defaults(run=cmd_schedule_reconcile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="largeattr",
@@ -360,6 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--keep-old-versions", action="store_true")
     _aws_arguments(reconcile)
     reconcile.set_defaults(run=cmd_reconcile)
+    _schedule_commands(commands)
     return parser
 
 

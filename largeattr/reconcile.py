@@ -69,7 +69,7 @@ DELETE_BATCH = 1000
 #: How long a lock holds without its reconcile (then the delayed CleanItem runs).
 LOCK_LEASE = dt.timedelta(minutes=15)
 #: Locks taken at once (each a start request to Temporal).
-PARALLEL_LOCKS = 32
+PARALLEL_LOCKS = 64
 #: Attempts of a BatchGetItem whose keys DynamoDB keeps returning unprocessed.
 BATCH_GET_ATTEMPTS = 10
 
@@ -183,14 +183,16 @@ class Reconciler:
             sample_unattributed=tuple(unattributed[:SAMPLES]),
         )
         items = await self._read(spec, [g.item_key for g in groups.values()])
+        # This chunk listed every key in (start_after, last_seen]: a reference in that
+        # range that it did not list is missing, whatever the key template's order.
+        present = {o.key for o in keep}
         orphans: dict[str, list[_Listed]] = {}
         dangling: list[str] = []
         for marker, group in groups.items():
             refs = items.get(marker, {})
             referenced = {key for key in refs.values() if key is not None}
-            present = {o.key for o in group.listed}
             for key in referenced - present:
-                if keys.is_object_of(spec, key, group.item_key) and (
+                if (args.start_after is None or key > args.start_after) and (
                     last_seen is None or key <= last_seen
                 ):
                     dangling.append(keys.s3_uri(spec.bucket, key))
