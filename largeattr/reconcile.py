@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -70,10 +71,13 @@ DELETE_BATCH = 1000
 LOCK_LEASE = dt.timedelta(minutes=15)
 #: Locks taken at once (each a start request to Temporal).
 PARALLEL_LOCKS = 64
+#: Pages judged at once while the listing goes on.
+PIPELINE = 2
 #: Attempts of a BatchGetItem whose keys DynamoDB keeps returning unprocessed.
 BATCH_GET_ATTEMPTS = 10
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Locks(Protocol):
@@ -166,15 +170,80 @@ class Reconciler:
     # ------------------------------------------------------------ the chunk
 
     async def chunk(self, args: ReconcileChunkArgs, locks: Locks | None) -> ReconcileChunk:
+        """List ``args.pages`` pages; each page's objects are judged (and their orphans
+        deleted) while the next page is listed: S3 listing and Temporal locks overlap."""
         spec = args.table
         now = dt.datetime.now(dt.UTC)
-        listed, truncated = await self._list(args, now)
-        keep, next_start = self._cut(spec, listed, truncated)
-        last_seen = keep[-1].key if (keep and truncated) else None
+        request: dict[str, Any] = {
+            "Bucket": spec.bucket,
+            "Prefix": f"{spec.prefix}/",
+            "MaxKeys": args.page_size,
+        }
+        if args.start_after:
+            request["StartAfter"] = args.start_after
+        total = ReconcileResult(chunks=1)
+        if args.abort_uploads:
+            aborted = await self._in_threads(self._abort_stale_uploads, args, now)
+            total = replace(total, uploads_aborted=aborted)
+        gate = asyncio.Semaphore(PIPELINE)
+        judging: list[asyncio.Task[ReconcileResult]] = []
+        held: list[_Listed] = []  # the last item's objects, judged with the next page
+        after = args.start_after  # every key up to here is judged or being judged
+        truncated = True
+        try:
+            for page_number in range(max(1, args.pages)):
+                try:
+                    page = await self._in_threads(lambda r: self.s3.list_objects_v2(**r), request)
+                except ClientError as err:
+                    reraise(err, table=spec.table_name, bucket=spec.bucket)
+                listed = held + [
+                    _Listed(
+                        obj["Key"],
+                        int(obj.get("Size", 0)),
+                        (now - obj["LastModified"]).total_seconds(),
+                    )
+                    for obj in page.get("Contents", [])
+                ]
+                truncated = bool(page.get("IsTruncated"))
+                keep, held = self._cut(spec, listed) if truncated else (listed, [])
+                if not keep and page_number == args.pages - 1:
+                    keep, held = held, []  # one item fills the chunk: judge it anyway
+                if keep:
+                    last_seen = keep[-1].key if truncated else None
+                    await gate.acquire()
+                    task = asyncio.create_task(
+                        self._judge(args, keep, after, last_seen, locks, now)
+                    )
+                    task.add_done_callback(lambda _: gate.release())
+                    judging.append(task)
+                    after = keep[-1].key
+                if not truncated:
+                    break
+                request.pop("StartAfter", None)
+                request["ContinuationToken"] = page["NextContinuationToken"]
+        finally:
+            results = await asyncio.gather(*judging, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+            total = merged(total, result)
+        return ReconcileChunk(total, after if truncated else None)
+
+    async def _judge(
+        self,
+        args: ReconcileChunkArgs,
+        keep: list[_Listed],
+        after: str | None,
+        last_seen: str | None,
+        locks: Locks | None,
+        now: dt.datetime,
+    ) -> ReconcileResult:
+        """Judge listed objects (every key in ``(after, last_seen]``) and delete orphans."""
+        spec = args.table
+        started = time.monotonic()
         result = ReconcileResult(
             objects_scanned=len(keep),
             bytes_scanned=sum(o.size for o in keep),
-            chunks=1,
         )
         groups, unattributed = await self._groups(args, keep)
         result = replace(
@@ -183,8 +252,9 @@ class Reconciler:
             sample_unattributed=tuple(unattributed[:SAMPLES]),
         )
         items = await self._read(spec, [g.item_key for g in groups.values()])
-        # This chunk listed every key in (start_after, last_seen]: a reference in that
-        # range that it did not list is missing, whatever the key template's order.
+        read = time.monotonic()
+        # Every key in (after, last_seen] was listed: a reference in that range that is
+        # not among them is missing, whatever the order of the key template.
         present = {o.key for o in keep}
         orphans: dict[str, list[_Listed]] = {}
         dangling: list[str] = []
@@ -192,9 +262,7 @@ class Reconciler:
             refs = items.get(marker, {})
             referenced = {key for key in refs.values() if key is not None}
             for key in referenced - present:
-                if (args.start_after is None or key > args.start_after) and (
-                    last_seen is None or key <= last_seen
-                ):
+                if (after is None or key > after) and (last_seen is None or key <= last_seen):
                     dangling.append(keys.s3_uri(spec.bucket, key))
             stale = [] if args.staged_only else group.listed
             found = [o for o in stale if o.age >= args.grace_seconds and o.key not in referenced]
@@ -211,58 +279,32 @@ class Reconciler:
             sample_dangling=tuple(sorted(dangling)[:SAMPLES]),
             sample_orphans=tuple(o.key for o in found_all[:SAMPLES]),
         )
-        if args.abort_uploads:
-            aborted = await self._in_threads(self._abort_stale_uploads, args, now)
-            result = replace(result, uploads_aborted=aborted)
         if orphans and not args.dry_run and locks is not None:
             result = merged(result, await self._delete(spec, groups, orphans, locks))
-        return ReconcileChunk(result, next_start)
+        log.info(
+            "judged %d objects of %d items in %.2f s (read %.2f s), %d orphans of %d items",
+            len(keep),
+            len(groups),
+            time.monotonic() - started,
+            read - started,
+            len(found_all),
+            len(orphans),
+        )
+        return result
 
-    # ------------------------------------------------------------ listing
-
-    async def _list(self, args: ReconcileChunkArgs, now: dt.datetime) -> tuple[list[_Listed], bool]:
-        spec = args.table
-        request: dict[str, Any] = {
-            "Bucket": spec.bucket,
-            "Prefix": f"{spec.prefix}/",
-            "MaxKeys": args.page_size,
-        }
-        if args.start_after:
-            request["StartAfter"] = args.start_after
-        listed: list[_Listed] = []
-        truncated = True
-        for _ in range(max(1, args.pages)):
-            try:
-                page = await self._in_threads(lambda r: self.s3.list_objects_v2(**r), request)
-            except ClientError as err:
-                reraise(err, table=spec.table_name, bucket=spec.bucket)
-            for obj in page.get("Contents", []):
-                age = (now - obj["LastModified"]).total_seconds()
-                listed.append(_Listed(obj["Key"], int(obj.get("Size", 0)), age))
-            truncated = bool(page.get("IsTruncated"))
-            if not truncated:
-                break
-            request.pop("StartAfter", None)
-            request["ContinuationToken"] = page["NextContinuationToken"]
-        return listed, truncated
-
-    def _cut(
-        self, spec: TableSpec, listed: list[_Listed], truncated: bool
-    ) -> tuple[list[_Listed], str | None]:
-        """Objects to judge now, and where the next chunk starts. An item's objects are
-        adjacent in the listing, so the last item's are left to the next chunk (which may
-        hold more of them): each item is judged with all its objects in view. An item that
-        fills the whole chunk is judged anyway, so the pass always moves on."""
-        if not truncated or not listed:
-            return listed, None
+    def _cut(self, spec: TableSpec, listed: list[_Listed]) -> tuple[list[_Listed], list[_Listed]]:
+        """(objects to judge now, objects to judge with the next page). An item's objects
+        are adjacent in the listing (the key template puts the item before the content),
+        so the last item's are held back until the next page shows whether it has more:
+        each item is judged with all its objects in view."""
+        if not listed:
+            return [], []
         last = self._folder(spec, listed[-1].key)
         cut = len(listed)
         if last is not None:
             while cut > 0 and self._folder(spec, listed[cut - 1].key) == last:
                 cut -= 1
-        if cut == 0:
-            cut = len(listed)
-        return listed[:cut], listed[cut - 1].key
+        return listed[:cut], listed[cut:]
 
     @staticmethod
     def _folder(spec: TableSpec, key: str) -> str | None:
