@@ -29,7 +29,6 @@ import asyncio
 import hashlib
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -61,10 +60,9 @@ def bench_table() -> Any:
     )
 
 
-def peak_rss_mb(pid: int | None = None) -> float:
-    """The kernel's high-water mark of a process's resident set (VmHWM), in MB."""
-    if pid is None:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def peak_rss_mb(pid: int) -> float:
+    """The kernel's high-water mark of a process's resident set (VmHWM), in MiB. Not
+    getrusage's ru_maxrss: Linux carries the forking parent's peak into it across exec."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -106,8 +104,10 @@ def populate(s3: Any, dynamodb: Any, n: int, threads: int, per_item: int) -> tup
         s3.put_object(Bucket=BUCKET, Key=uri(*job), Body=BODY)
 
     jobs = [(i, attr, 1) for i in range(items) for attr in ("html", "image")]
+    # Orphan items spread evenly over the table (and so over the listing).
     attrs = ("html", "image")[:per_item]
-    jobs += [(i // per_item, attrs[i % per_item], 2) for i in range(orphans)]
+    step = max(1, items // -(-orphans // per_item))
+    jobs += [((i // per_item) * step, attrs[i % per_item], 2) for i in range(orphans)]
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(put_item_batch, range(0, items, 25)))
         for done, _ in enumerate(pool.map(put_object, jobs), start=1):
@@ -141,7 +141,7 @@ async def client_main(address: str, endpoint: str) -> None:
         started = time.monotonic()
         result = await la.reconcile(bench_table(), grace_seconds=0)
         elapsed = time.monotonic() - started
-    out = {"seconds": elapsed, "result": vars(result), "rss_mb": peak_rss_mb()}
+    out = {"seconds": elapsed, "result": vars(result), "rss_mb": peak_rss_mb(os.getpid())}
     print("DONE " + json.dumps(out), flush=True)
 
 
