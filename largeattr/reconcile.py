@@ -441,11 +441,16 @@ class Reconciler:
                 keys_ = [o.key for o in orphans[marker]]
                 return marker, await locks.acquire(spec, groups[marker].item_key, keys_), taken_at
 
-        held = await asyncio.gather(*(take(m) for m in orphans))
+        taken = await asyncio.gather(*(take(m) for m in orphans), return_exceptions=True)
+        held = [t for t in taken if not isinstance(t, BaseException)]
         busy = [groups[m].item_key for m, handle, _ in held if handle is None]
         locked = [(m, handle, at) for m, handle, at in held if handle is not None]
         deleted: list[_Listed] = []
+        deleting: asyncio.Future[list[tuple[str, ...]]] | None = None
         try:
+            failed = [t for t in taken if isinstance(t, BaseException)]
+            if failed:
+                raise failed[0]  # after releasing the locks that were taken
             fresh = await self._read(spec, [groups[m].item_key for m, _, _ in locked])
             stale: list[_Listed] = []
             for marker, _, taken_at in locked:
@@ -460,11 +465,19 @@ class Reconciler:
                     if o.key not in referenced and keys.owns_key(spec, o.key)
                 ]
             batches = [stale[i : i + DELETE_BATCH] for i in range(0, len(stale), DELETE_BATCH)]
-            await self._each(
-                lambda b: self.cleanup.delete_objects(spec.bucket, [o.key for o in b]), batches
+            deleting = asyncio.ensure_future(
+                self._each(
+                    lambda b: self.cleanup.delete_objects(spec.bucket, [o.key for o in b]),
+                    batches,
+                )
             )
+            await asyncio.shield(deleting)
             deleted = stale
         finally:
+            if deleting is not None and not deleting.done():
+                # Cancelled: the deletes run on in their threads; the items stay locked
+                # until they have ended.
+                await asyncio.wait({deleting})
             await asyncio.gather(*(self._release(locks, h, at) for _, h, at in locked))
         return ReconcileResult(
             objects_deleted=len(deleted),
