@@ -234,6 +234,8 @@ async def test_reconcile_reports_dangling_references_and_deletes_nothing_for_the
 async def test_reconcile_continues_as_new_over_many_chunks(
     la: LargeAttrClient, table: LargeAttrTable, temporal: Any, s3: Any, dynamodb: Any
 ) -> None:
+    from temporalio.api.sdk.v1 import WorkflowMetadata
+
     from largeattr.messages import ReconcileInput
     from largeattr.workflows import ReconcileWorkflow
 
@@ -242,12 +244,17 @@ async def test_reconcile_continues_as_new_over_many_chunks(
         await la.create(table, f"doc-{n}", blobs={"html": b"live", "image": f"{n}".encode()})
         steps.put_blobs(f"doc-{n}", {"html": f"orphan {n}".encode()})
     # Pages of 2 keys, 1 page a chunk: an item's 3 objects never fit one chunk whole.
-    result = await temporal.execute_workflow(
+    handle = await temporal.start_workflow(
         ReconcileWorkflow.run,
         ReconcileInput(table=table.spec, grace_seconds=0, page_size=2, pages_per_chunk=1),
         id=f"recon-chunks-{table.table_name}",
         task_queue=la.task_queue,
     )
+    result = await handle.result()
+    # What the Web UI shows as the run's Current Details.
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert metadata.current_details.startswith("15 objects (")
+    assert "5 orphans" in metadata.current_details
     assert (result.objects_scanned, result.orphans_found, result.objects_deleted) == (15, 5, 5)
     assert result.dangling == 0
     assert result.chunks >= 8

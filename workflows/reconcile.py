@@ -48,7 +48,7 @@ with workflow.unsafe.imports_passed_through():
 #: Items cleaned at once by one pass.
 PARALLEL_ITEMS = 16
 #: Chunks one run handles before it continues as new (history stays small either way).
-CHUNKS_PER_RUN = 500
+CHUNKS_PER_RUN = 200
 
 
 @workflow.defn(name="largeattr.CleanItem")
