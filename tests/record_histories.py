@@ -3,8 +3,8 @@
     .venv/bin/python tests/record_histories.py
 
 Starts its own Temporal dev server and moto server on free 127.0.0.1 ports, runs a worker in
-this process, runs every kind in ``KINDS`` once and writes ``tests/histories/<kind>.json``.
-Each recorded history is checked against its kind (workflow type, outcome, the activities
+this process, runs every kind in ``KINDS`` once and writes ``tests/histories/<kind>.json``
+(only the kinds named on the command line, if any; never those in ``FROZEN``). Each recorded history is checked against its kind (workflow type, outcome, the activities
 that must have run) before it is written, so a recording that missed its path fails here.
 """
 
@@ -67,7 +67,12 @@ KINDS: dict[str, Kind] = {
     ),
     "reconcile": kind("Reconcile", True, "find_orphans"),
     "clean_item": kind("CleanItem", True, "delete_unreferenced"),
+    "reconcile_batched": kind("Reconcile", True, "reconcile_chunk"),
 }
+#: Kept as recorded by an earlier version of this script: today's code no longer makes such
+#: a history (the per-page reconcile, before the ``batched-reconcile`` patch), yet runs of
+#: it may still be open, so it must go on replaying.
+FROZEN = frozenset({"reconcile"})
 
 
 def workflow_type(history: WorkflowHistory) -> str:
@@ -113,10 +118,12 @@ async def record(temporal: Client, aws: Any) -> dict[str, WorkflowHistory]:
         VersionConflict,
     )
     from largeattr.activities import SagaActivities
+    from largeattr.messages import CleanItemInput
     from largeattr.provision import ensure_bucket, ensure_table
     from largeattr.stepbystep import StepByStep
     from largeattr.transfer import TransferConfig
     from largeattr.worker import build_worker
+    from largeattr.workflows import CleanItemWorkflow
     from tests.faults import Faults
 
     s3, dynamodb = aws.clients()
@@ -201,13 +208,19 @@ async def record(temporal: Client, aws: Any) -> dict[str, WorkflowHistory]:
             if result.objects_deleted != 1:
                 raise AssertionError(f"reconcile deleted {result.objects_deleted}, expected 1")
             reconcile = temporal.get_workflow_handle(f"largeattr-reconcile/{table.table_name}")
-            histories["reconcile"] = await reconcile.fetch_history()
-            child = next(
-                e.child_workflow_execution_started_event_attributes.workflow_execution
-                for e in histories["reconcile"].events
-                if e.event_type == EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED
+            histories["reconcile_batched"] = await reconcile.fetch_history()
+            # A CleanItem runs when a reconcile's lock outlives its lease: run one as such.
+            written = StepByStep(Storage(s3, dynamodb), table).put_blobs(
+                "ref", {"image": b"another orphan"}
             )
-            clean = temporal.get_workflow_handle(child.workflow_id, run_id=child.run_id)
+            orphan = written.attributes()["image"].removeprefix(f"s3://{table.bucket}/")
+            clean = await temporal.start_workflow(
+                CleanItemWorkflow.run,
+                CleanItemInput(table.spec, table.key("ref"), (orphan,)),
+                id=table.workflow_id("ref"),
+                task_queue=queue,
+            )
+            await clean.result()
             histories["clean_item"] = await clean.fetch_history()
         finally:
             await la.close()
@@ -243,17 +256,21 @@ async def main() -> None:
             stop_process(temporal_process)
 
     problems = [p for name, h in histories.items() if (p := mismatch(name, h))]
-    if set(histories) != set(KINDS):
-        problems.append(f"recorded {sorted(histories)}, expected {sorted(KINDS)}")
+    if set(histories) != set(KINDS) - FROZEN:
+        problems.append(f"recorded {sorted(histories)}, expected {sorted(set(KINDS) - FROZEN)}")
     if problems:
         raise SystemExit("not written:\n" + "\n".join(problems))
+    only = set(sys.argv[1:]) or set(histories)  # e.g. `record_histories.py reconcile_batched`
     HISTORIES.mkdir(exist_ok=True)
+    ids = json.loads(WORKFLOW_IDS.read_text()) if WORKFLOW_IDS.exists() else {}
     for name, history in sorted(histories.items()):
+        if name not in only:
+            continue
         path = HISTORIES / f"{name}.json"
         path.write_text(history.to_json() + "\n")
+        ids[name] = history.workflow_id
         print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
-    ids = {name: history.workflow_id for name, history in sorted(histories.items())}
-    WORKFLOW_IDS.write_text(json.dumps(ids, indent=2) + "\n")
+    WORKFLOW_IDS.write_text(json.dumps(dict(sorted(ids.items())), indent=2) + "\n")
 
 
 if __name__ == "__main__":
