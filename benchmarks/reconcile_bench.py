@@ -17,7 +17,8 @@ in this order:
   own, against ``worker.py`` in a process of its own, timed; then the listing is checked:
   exactly the orphans are gone.
 
-It prints objects/s of both, the reconcile's result, the peak RSS (kernel high-water mark)
+It prints objects/s of both, the CPU seconds of moto, Temporal and the worker in each, the
+reconcile's result, the peak RSS (kernel high-water mark)
 of the worker and of the client, and last ``RESULT reconcile_ratio=<reconcile rate / list
 rate> peak_rss_mb=<max of the two>``.
 """
@@ -67,6 +68,20 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    import psutil
+
+    out = {}
+    for name, pid in pids.items():
+        times = psutil.Process(pid).cpu_times()
+        out[name] = times.user + times.system
+    return out
+
+
+def cpu_line(before: dict[str, float], after: dict[str, float]) -> str:
+    return ", ".join(f"{name} {after[name] - before[name]:.1f}" for name in before)
 
 
 def digest(*parts: object) -> str:
@@ -232,12 +247,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise RuntimeError(f"the worker did not start; see {log}")
             time.sleep(0.2)
 
+        pids = {"moto": moto.pid, "temporal": temporal.pid, "worker": worker.pid}
+        cpu = cpu_seconds({**pids, "bench": os.getpid()})
         started = time.monotonic()
         listed = list_walk(s3)
         list_seconds = time.monotonic() - started
+        print(f"list CPU s:      {cpu_line(cpu, cpu_seconds({**pids, 'bench': os.getpid()}))}")
         list_rate = listed / list_seconds
         print(f"list:      {listed:,} objects in {list_seconds:.1f} s = {list_rate:,.0f} objects/s")
 
+        cpu = cpu_seconds(pids)
         client = subprocess.run(
             [sys.executable, __file__, "--client", address, endpoint],
             capture_output=True,
@@ -248,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         done = [line for line in client.stdout.splitlines() if line.startswith("DONE ")]
         if not done:
             raise RuntimeError(f"the client failed:\n{client.stdout}\n{client.stderr}")
+        print(f"reconcile CPU s: {cpu_line(cpu, cpu_seconds(pids))} (+ the client process)")
         report = json.loads(done[-1][5:])
         result = report["result"]
         rate = result["objects_scanned"] / report["seconds"]

@@ -384,7 +384,7 @@ class ReconcileInput:
     #: Batched pass: resume the listing after this key (None: from the start).
     start_after: str | None = None
     #: Listing pages (``page_size`` keys each) one activity handles.
-    pages_per_chunk: int = 5
+    pages_per_chunk: int = 20
 
 
 @dataclass(frozen=True)

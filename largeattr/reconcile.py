@@ -72,7 +72,7 @@ LOCK_LEASE = dt.timedelta(minutes=15)
 #: Locks taken at once (each a start request to Temporal).
 PARALLEL_LOCKS = 64
 #: Pages judged at once while the listing goes on.
-PIPELINE = 2
+PIPELINE = 3
 #: Attempts of a BatchGetItem whose keys DynamoDB keeps returning unprocessed.
 BATCH_GET_ATTEMPTS = 10
 

@@ -4,8 +4,9 @@
 
 Starts its own Temporal dev server and moto server on free 127.0.0.1 ports, runs a worker in
 this process, runs every kind in ``KINDS`` once and writes ``tests/histories/<kind>.json``
-(only the kinds named on the command line, if any; never those in ``FROZEN``). Each recorded history is checked against its kind (workflow type, outcome, the activities
-that must have run) before it is written, so a recording that missed its path fails here.
+(only the kinds named on the command line, if any; never those in ``FROZEN``). Each
+recorded history is checked against its kind (workflow type, outcome, the activities that
+must have run) before it is written, so a recording that missed its path fails here.
 """
 
 from __future__ import annotations
