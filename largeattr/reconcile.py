@@ -69,10 +69,10 @@ BATCH_GET = 100
 DELETE_BATCH = 1000
 #: How long a lock holds without its reconcile (then the delayed CleanItem runs).
 LOCK_LEASE = dt.timedelta(minutes=15)
-#: Locks taken at once (each a start request to Temporal).
+#: Locks taken at once by one worker (each a start request to Temporal).
 PARALLEL_LOCKS = 64
 #: Pages judged at once while the listing goes on.
-PIPELINE = 3
+PIPELINE = 2
 #: Attempts of a BatchGetItem whose keys DynamoDB keeps returning unprocessed.
 BATCH_GET_ATTEMPTS = 10
 
@@ -154,6 +154,14 @@ class Reconciler:
         self.threads = threads
         self._pool: ThreadPoolExecutor | None = None
         self._key_types: dict[str, dict[str, str]] = {}
+        self._lock_gate: asyncio.Semaphore | None = None
+
+    @property
+    def lock_gate(self) -> asyncio.Semaphore:
+        """Lock starts in flight, over all pages and chunks of this worker."""
+        if self._lock_gate is None:
+            self._lock_gate = asyncio.Semaphore(PARALLEL_LOCKS)
+        return self._lock_gate
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -432,11 +440,10 @@ class Reconciler:
         orphans: dict[str, list[_Listed]],
         locks: Locks,
     ) -> ReconcileResult:
-        gate = asyncio.Semaphore(PARALLEL_LOCKS)
         bound = s3_call_bound(self.s3)
 
         async def take(marker: str) -> tuple[str, Any, float]:
-            async with gate:
+            async with self.lock_gate:
                 taken_at = time.monotonic()
                 keys_ = [o.key for o in orphans[marker]]
                 return marker, await locks.acquire(spec, groups[marker].item_key, keys_), taken_at
