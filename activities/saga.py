@@ -17,6 +17,7 @@ from temporalio import activity
 
 from largeattr import adopt, keys, telemetry
 from largeattr.activities.heartbeat import Beating
+from largeattr.activities.reconcile import locks_for_this_worker
 from largeattr.blobs import put_spec
 from largeattr.errors import (
     AccessDenied,
@@ -46,11 +47,14 @@ from largeattr.messages import (
     PromoteBlobArgs,
     PutItemArgs,
     ReadItemArgs,
+    ReconcileChunk,
+    ReconcileChunkArgs,
     StageBlobArgs,
     StoredBlob,
     UpdateItemArgs,
     UploadBlobArgs,
 )
+from largeattr.reconcile import Reconciler, run_beating
 from largeattr.sources import SourceRegistry
 from largeattr.storage import Storage
 from largeattr.transfer.config import TransferConfig
@@ -140,6 +144,7 @@ class SagaActivities:
     ) -> None:
         self.storage = Storage(s3, dynamodb, transfer)
         self.sources = sources or SourceRegistry()
+        self.reconciler = Reconciler(s3, dynamodb)
 
     # ------------------------------------------------------------ before the pivot
 
@@ -345,6 +350,13 @@ class SagaActivities:
         with refusal_on_first_attempt():
             return self.storage.items.adopt_item(args)
 
+    @activity.defn(name="largeattr.reconcile_chunk")
+    async def reconcile_chunk(self, args: ReconcileChunkArgs) -> ReconcileChunk:
+        """A few listing pages: judged from keys and listing, items batch-read, orphans
+        batch-deleted under their items' locks (largeattr/reconcile.py)."""
+        locks = None if args.dry_run else locks_for_this_worker()
+        return await run_beating(self.reconciler.chunk(args, locks), activity.heartbeat)
+
     def all(self) -> list[Callable[..., Any]]:
         """Every activity, for ``Worker(activities=...)``."""
         return [
@@ -363,6 +375,7 @@ class SagaActivities:
             self.hash_foreign,
             self.copy_foreign,
             self.adopt_item,
+            self.reconcile_chunk,
         ]
 
     def blob_activities(self) -> list[Callable[..., Any]]:

@@ -7,7 +7,7 @@ Reports, for one table and prefix:
 * orphans: this table's objects that no item references (with their age), staged
   streams and unfinished multipart uploads included: what ``largeattr reconcile`` deletes;
 * apart, and not failing the check (reconcile never deletes them): unattributed objects
-  under the prefix (not written by largeattr, or without its metadata) and legacy ones
+  under the prefix (not of this table's key shape, outside every table's folder) and legacy ones
   (written by this table under the previous key scheme, ``{prefix}/pk=...``, which two
   tables on one prefix could share). Other tables' folders under the prefix are skipped;
 * drift: items whose state is not what the last committed saga left (needs Temporal):
@@ -105,7 +105,7 @@ class CheckReport:
         for o in self.unattributed:
             yield (
                 f"UNATTRIBUTED {o.kind} {o.key} ({o.size} bytes, {o.age_seconds:.0f}s old): "
-                "no largeattr metadata or not a key of this table; never deleted by reconcile"
+                "not a key of this table; never deleted by reconcile"
             )
         for o in self.legacy:
             yield (
@@ -215,8 +215,8 @@ def check_storage(
             if metadata is None:
                 continue  # deleted since the listing
             written_by = metadata.get("la-table")
-            attributed = "la-item" in metadata or "la-item-sha256" in metadata
-            if owned and attributed and written_by in (None, ours):
+            # A key of this table's shape is judged by its key, as reconcile judges it.
+            if owned and written_by in (None, ours):
                 report.orphans.append(orphan)
             elif not owned and written_by == ours:
                 report.legacy.append(orphan)

@@ -387,6 +387,64 @@ def _item_command(
     return parser
 
 
+def cmd_schedule_reconcile(args: argparse.Namespace) -> int:
+    from largeattr.config import connect_temporal
+    from largeattr.schedule import (
+        parse_every,
+        remove_reconcile_schedule,
+        schedule_id,
+        schedule_reconcile,
+    )
+
+    target = temporal_target(args, _config(args))
+    if args.remove:
+
+        async def remove() -> bool:
+            temporal = await connect_temporal(target.address, target.namespace)
+            return await remove_reconcile_schedule(temporal, args.table)
+
+        removed = asyncio.run(remove())
+        print(f"{'removed' if removed else 'no schedule'} {schedule_id(args.table)}")
+        return 0
+    if not args.every:
+        raise InvalidInput("give --every (e.g. 6h), or --remove to delete the schedule")
+    every = parse_every(args.every)
+    table = _table(args, keep_old_versions=args.keep_old_versions or None)
+
+    async def apply() -> bool:
+        temporal = await connect_temporal(target.address, target.namespace)
+        _, created = await schedule_reconcile(
+            temporal, table, every, task_queue=target.task_queue, grace_seconds=args.grace
+        )
+        return created
+
+    created = asyncio.run(apply())
+    print(f"{'created' if created else 'updated'} {schedule_id(args.table)}: every {every}")
+    return 0
+
+
+def _schedule_commands(commands: Any, common: list[argparse.ArgumentParser]) -> None:
+    """``largeattr schedule reconcile TABLE --every 6h [--grace S] [--remove]``."""
+    schedule = commands.add_parser("schedule", help="Temporal Schedules of largeattr workflows")
+    kinds = schedule.add_subparsers(dest="schedule_kind", required=True)
+    reconcile = kinds.add_parser(
+        "reconcile", help="create, update or remove a table's reconcile schedule", parents=common
+    )
+    reconcile.add_argument("table", help="a table of largeattr.toml, or a DynamoDB table name")
+    reconcile.add_argument("--every", help="interval, e.g. 6h, 30m, 1h30m")
+    reconcile.add_argument("--grace", type=int, default=900, metavar="SECONDS")
+    reconcile.add_argument("--remove", action="store_true", help="delete the schedule")
+    reconcile.add_argument("--partition-key")
+    reconcile.add_argument("--sort-key")
+    reconcile.add_argument("--bucket")
+    reconcile.add_argument("--prefix")
+    reconcile.add_argument("--large", help="large attributes, comma-separated")
+    reconcile.add_argument("--keep-old-versions", action="store_true")
+    _temporal_arguments(reconcile)
+    _aws_arguments(reconcile)
+    reconcile.set_defaults(run=cmd_schedule_reconcile)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="largeattr",
@@ -578,6 +636,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _aws_arguments(adopt)
     adopt.set_defaults(run=cmd_adopt)
+    _schedule_commands(commands, common)
     return parser
 
 

@@ -143,8 +143,10 @@ def check_prefix(prefix: str) -> None:
             )
 
 
+@functools.lru_cache(maxsize=256)
 def validate_template(spec: TableSpec) -> str:
-    """Return the table's key template, after checking that it cannot produce collisions."""
+    """Return the table's key template, after checking that it cannot produce collisions.
+    Cached: reconcile parses every listed key with it (a spec is frozen, so hashable)."""
     template = spec.key_template or (
         DEFAULT_TEMPLATE_WITH_SORT_KEY if spec.sort_key else DEFAULT_TEMPLATE
     )

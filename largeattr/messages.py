@@ -364,6 +364,21 @@ class ReconcileResult:
     items_busy: int = 0
     #: Unreferenced objects without an item key in their metadata: reported, never deleted.
     unattributed: int = 0
+    # Added by the batched pass (optional, so older results still decode).
+    bytes_scanned: int = 0
+    orphan_bytes: int = 0
+    bytes_deleted: int = 0
+    #: Items looked up (BatchGetItem) because the listing holds objects of theirs.
+    items_checked: int = 0
+    #: References of this table's key shape whose object the listing does not hold:
+    #: reported, never "fixed".
+    dangling: int = 0
+    sample_orphans: tuple[str, ...] = ()
+    sample_dangling: tuple[str, ...] = ()
+    sample_unattributed: tuple[str, ...] = ()
+    sample_busy: tuple[str, ...] = ()
+    #: Activities (each a few listing pages) the pass ran, over all its continue-as-new runs.
+    chunks: int = 0
 
 
 @dataclass(frozen=True)
@@ -378,9 +393,13 @@ class ReconcileInput:
     #: The table keeps old versions on purpose: delete nothing but staged streams.
     keep_old_versions: bool = False
     dry_run: bool = False
-    page_size: int = 500
+    page_size: int = 1000
     continuation_token: str | None = None
     totals: ReconcileResult | None = None
+    #: Batched pass: resume the listing after this key (None: from the start).
+    start_after: str | None = None
+    #: Listing pages (``page_size`` keys each) one activity handles.
+    pages_per_chunk: int = 20
 
 
 @dataclass(frozen=True)
@@ -501,3 +520,28 @@ class AdoptResult:
     #: The pynamodb_mate objects deleted after the pivot.
     deleted_objects: tuple[str, ...] = ()
     saga_id: str = ""
+
+
+@dataclass(frozen=True)
+class ReconcileChunkArgs:
+    """One activity of the batched pass: a few listing pages after ``start_after``."""
+
+    table: TableSpec
+    grace_seconds: int
+    upload_grace_seconds: int
+    page_size: int = 1000
+    pages: int = 5
+    start_after: str | None = None
+    staged_only: bool = False
+    dry_run: bool = False
+    #: Abort stale multipart uploads (the first chunk of a pass does).
+    abort_uploads: bool = False
+
+
+@dataclass(frozen=True)
+class ReconcileChunk:
+    """What one chunk found and did; samples are capped, so the payload stays small."""
+
+    result: ReconcileResult
+    #: Where the next chunk starts (None: the listing is done).
+    next_start_after: str | None = None

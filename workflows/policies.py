@@ -54,6 +54,9 @@ CLIENT_PICKUP = timedelta(seconds=60)
 #: Reconcile: one page of the listing, and one item's orphans.
 RECONCILE_PAGE = timedelta(minutes=10)
 RECONCILE_ITEM = timedelta(minutes=5)
+#: Reconcile, batched pass: a few listing pages with their batched reads and deletes.
+RECONCILE_CHUNK = timedelta(minutes=10)
+RECONCILE_HEARTBEAT = timedelta(seconds=60)
 
 #: An activity that may write is waited for when the saga is cancelled; cancelling it
 #: blindly would let it commit after compensation ran.
