@@ -35,6 +35,7 @@ class LargeAttrFailureConverter(DefaultFailureConverter):
         super().to_failure(exception, payload_converter, failure)
         if isinstance(exception, ApplicationError) and error_class(exception.type):
             failure.stack_trace = ""
+        _trim_stack_traces(failure)
 
     def from_failure(
         self,
@@ -42,6 +43,23 @@ class LargeAttrFailureConverter(DefaultFailureConverter):
         payload_converter: PayloadConverter,
     ) -> BaseException:
         return our_error(super().from_failure(failure, payload_converter))
+
+
+#: The longest stack trace a failure keeps (its innermost frames). The server refuses a
+#: failure over its size limit and shows "Failure exceeds size limit." instead of it (seen
+#: in the Web UI's pending activity for an S3 call retried under a long install path), so the
+#: reason an operator needs would be lost to the frames around it.
+STACK_TRACE_LIMIT = 1500
+
+
+def _trim_stack_traces(failure: temporalio.api.failure.v1.Failure) -> None:
+    """Keep the message and the innermost frames of each failure in the cause chain."""
+    while True:
+        if len(failure.stack_trace) > STACK_TRACE_LIMIT:
+            failure.stack_trace = "...\n" + failure.stack_trace[-STACK_TRACE_LIMIT:]
+        if not failure.HasField("cause"):
+            return
+        failure = failure.cause
 
 
 def application_error(error: LargeAttrError) -> ApplicationError:
