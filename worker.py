@@ -15,17 +15,19 @@ import argparse
 import asyncio
 import logging
 import signal
+import sys
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
+from largeattr import telemetry
 from largeattr.activities import SagaActivities
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
-from largeattr.errors import InvalidInput
+from largeattr.errors import InvalidInput, LargeAttrError
 from largeattr.failures import with_our_failures
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import FULL_OBJECT, MULTIPART_CHECKSUMS, MiB, TransferConfig
@@ -47,10 +49,17 @@ def build_worker(
     max_concurrent_activities: int = 32,
     shutdown_grace: float = 10.0,
     activities: SagaActivities | None = None,
+    sandboxed: bool = False,
     **worker_options: Any,
 ) -> tuple[Worker, ThreadPoolExecutor]:
     """A worker for the sagas; its activities use boto3 clients built from ``aws``, unless
-    ready-made ``activities`` are given (tests pass ones whose clients inject faults)."""
+    ready-made ``activities`` are given (tests pass ones whose clients inject faults).
+
+    Workflows run without the SDK's sandbox unless ``sandboxed``: the sandbox re-imports the
+    workflow modules for every run, which doubled the worker's CPU per saga (53 against 25
+    ms per create, BENCHMARKS.md). Determinism stays guarded where it is cheap: the test
+    suite runs every saga in the sandbox (tests/conftest.py), and the replay tests replay
+    every recorded history both ways."""
     if activities is None:
         aws = aws or AwsConfig.from_env()
         bound = aws.dynamodb_call_bound()
@@ -65,6 +74,12 @@ def build_worker(
     executor = ThreadPoolExecutor(
         max_workers=max_concurrent_activities, thread_name_prefix="largeattr-activity"
     )
+    if not sandboxed:
+        worker_options["workflow_runner"] = UnsandboxedWorkflowRunner()
+    worker_options["interceptors"] = [
+        telemetry.BusinessErrorsAreBenign(),
+        *worker_options.get("interceptors", ()),
+    ]
     worker = Worker(
         with_our_failures(temporal),
         task_queue=task_queue,
@@ -79,7 +94,10 @@ def build_worker(
 
 
 async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = None) -> None:
-    temporal = await connect_temporal(args.address, args.namespace)
+    runtime = None
+    if args.metrics_port is not None:
+        runtime = telemetry.prometheus_runtime(args.metrics_address, args.metrics_port)
+    temporal = await connect_temporal(args.address, args.namespace, runtime=runtime)
     worker, executor = build_worker(
         temporal,
         task_queue=args.task_queue,
@@ -92,6 +110,7 @@ async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = Non
         allow_files=args.allow_files,
         max_concurrent_activities=args.max_concurrent_activities,
         shutdown_grace=args.shutdown_grace,
+        sandboxed=args.sandboxed,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -111,6 +130,8 @@ async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = Non
         temporal.service_client.config.target_host,
         temporal.namespace,
     )
+    if runtime is not None:
+        log.info("metrics at http://%s:%d/metrics", args.metrics_address, args.metrics_port)
     if ready is not None:
         ready.set()
     await asyncio.wait([running, asyncio.create_task(stop.wait())], return_when="FIRST_COMPLETED")
@@ -158,14 +179,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "CRC32 (FULL_OBJECT) or only the parts (COMPOSITE, for stores without FULL_OBJECT)",
     )
     parser.add_argument("--shutdown-grace", type=float, default=10.0)
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics (the SDK's temporal_* and largeattr_*) at "
+        "http://ADDRESS:PORT/metrics; unset: no metrics",
+    )
+    parser.add_argument(
+        "--metrics-address",
+        default="127.0.0.1",
+        help="address the metrics endpoint listens on (default 127.0.0.1; 0.0.0.0 in a "
+        "container that Prometheus scrapes from outside)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=telemetry.LOG_FORMATS,
+        default="text",
+        help="text lines on stderr, or one JSON object per line on stdout",
+    )
+    parser.add_argument(
+        "--sandboxed",
+        action="store_true",
+        help="run workflows in the SDK's sandbox (stricter checks, about twice the worker CPU "
+        "per saga; the tests run every saga sandboxed)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="worker.py", description=__doc__.split("\n")[0])
     add_arguments(parser)
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    asyncio.run(run_worker(args))
+    telemetry.configure_logging(args.log_format)
+    try:
+        asyncio.run(run_worker(args))
+    except LargeAttrError as err:  # bad settings: one line that says what to do
+        print(f"worker.py: {type(err).__name__}: {err}", file=sys.stderr)
+        exit_now(2)
     exit_now(0)
 
 

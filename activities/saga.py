@@ -8,24 +8,37 @@ name, and the workflows' retry policies name which of those are final.
 
 from __future__ import annotations
 
+import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from temporalio import activity
 
-from largeattr import keys
+from largeattr import adopt, keys, telemetry
 from largeattr.activities.heartbeat import Beating
 from largeattr.activities.reconcile import locks_for_this_worker
 from largeattr.blobs import put_spec
-from largeattr.errors import SourceUnavailable
+from largeattr.errors import (
+    AccessDenied,
+    BucketNotFound,
+    InvalidInput,
+    LargeAttrError,
+    SourceUnavailable,
+    TableNotFound,
+)
 from largeattr.messages import (
+    AdoptItemArgs,
+    BlobInput,
     CleanItemInput,
     CleanupResult,
     CompensateArgs,
+    CopyForeignArgs,
     DeleteItemArgs,
     DeleteObjectsArgs,
     FindOrphansArgs,
+    HashedForeign,
+    HashForeignArgs,
     ItemState,
     OrphanPage,
     PivotResult,
@@ -77,6 +90,48 @@ def _resumed_progress() -> UploadProgress:
     return UploadProgress()
 
 
+def _count_upload(stored: StoredBlob, progress: UploadProgress) -> None:
+    """Bytes this attempt sent, and the parts it did not send because S3 held them."""
+    if not progress.upload_id:  # a single PUT (or nothing: the object was already there)
+        telemetry.count(telemetry.BYTES_UPLOADED, stored.meta.size if stored.created else 0)
+        return
+    size, part = stored.meta.size, progress.part_size
+    sent = sum(min(part, size - (n - 1) * part) for n in progress.part_numbers_sent)
+    telemetry.count(telemetry.BYTES_UPLOADED, sent)
+    telemetry.count(telemetry.PARTS_RESUMED, progress.parts_done - len(progress.part_numbers_sent))
+
+
+#: Refusals AWS (or our own checks) give before anything is written.
+REFUSED_BEFORE_WRITING: tuple[type[LargeAttrError], ...] = (
+    AccessDenied,
+    BucketNotFound,
+    InvalidInput,
+    SourceUnavailable,
+    TableNotFound,
+)
+
+
+@contextlib.contextmanager
+def refusal_on_first_attempt() -> Iterator[None]:
+    """Mark a refusal on a step's first attempt as ``nothing_written``: no earlier attempt
+    can have written anything, so the saga need not undo the step (and need not wait for a
+    compensation that the same refusal, wrong credentials say, would keep failing)."""
+    try:
+        yield
+    except REFUSED_BEFORE_WRITING as err:
+        if activity.info().attempt == 1:
+            err.details["nothing_written"] = True
+        raise
+
+
+def _beating() -> contextlib.AbstractContextManager[Callable[..., None]]:
+    """Heartbeats for a regular activity; a local one (a small object on the fast path)
+    has none: it runs within the workflow task."""
+    if activity.info().is_local:
+        return contextlib.nullcontext(lambda *_: None)
+    return Beating()
+
+
 class SagaActivities:
     """The activities of the create / update / delete sagas, on injected boto3 clients."""
 
@@ -111,6 +166,10 @@ class SagaActivities:
     @activity.defn(name="largeattr.upload_blob")
     def upload_blob(self, args: UploadBlobArgs) -> StoredBlob:
         """Write a blob to its final key: single PUT, or a multipart upload that resumes."""
+        with refusal_on_first_attempt():
+            return self._upload_blob(args)
+
+    def _upload_blob(self, args: UploadBlobArgs) -> StoredBlob:
         blob = args.blob
         put = put_spec(
             args.table,
@@ -128,24 +187,35 @@ class SagaActivities:
                 raise SourceUnavailable(
                     f"inline bytes of {blob.attribute!r} do not match their sha256"
                 )
-            return self.storage.blobs.store(
+            stored = self.storage.blobs.store(
                 put, blob, prepared, lambda: io.BytesIO(data), args.saga_id
             )
+            telemetry.count(telemetry.BYTES_UPLOADED, stored.meta.size if stored.created else 0)
+            return stored
         if blob.source is None or args.prepared is None:
             raise SourceUnavailable(f"blob {blob.attribute!r} has neither bytes nor a source")
         source = blob.source
         progress = _resumed_progress()
         with self.sources.random_access(source) as read_part, Beating() as beat:
-            return self.storage.blobs.store(
+            stored = self.storage.blobs.store(
                 put,
                 blob,
                 args.prepared,
                 lambda: self.sources.open(source),
                 args.saga_id,
                 progress=progress,
-                on_progress=lambda done: beat(_progress(done)),
+                on_progress=lambda done: self._progress(beat, source, done),
                 read_part=read_part,
             )
+        self.sources.report(source, stored.meta.size)
+        _count_upload(stored, progress)
+        return stored
+
+    def _progress(self, beat: Callable[[Any], None], source: str, done: UploadProgress) -> None:
+        """Heartbeat where a retry resumes; tell the process holding the bytes (the client's
+        ``on_progress``) how far the upload is."""
+        beat(_progress(done))
+        self.sources.report(source, done.bytes_done)
 
     @activity.defn(name="largeattr.stage_blob")
     def stage_blob(self, args: StageBlobArgs) -> PreparedBlob:
@@ -161,10 +231,14 @@ class SagaActivities:
         put = put_spec(
             args.table, args.item_key, blob, args.staging_key, "", args.saga_id, args.updated_at
         )
-        with self.sources.open(blob.source) as reader, Beating() as beat:
-            return self.storage.blobs.stage(
-                put, reader, UploadProgress(), lambda done: beat(_progress(done))
+        source = blob.source
+        with self.sources.open(source) as reader, Beating() as beat:
+            prepared = self.storage.blobs.stage(
+                put, reader, UploadProgress(), lambda done: self._progress(beat, source, done)
             )
+        self.sources.report(source, prepared.size)
+        telemetry.count(telemetry.BYTES_UPLOADED, prepared.size)  # a stream is sent once
+        return prepared
 
     @activity.defn(name="largeattr.promote_blob")
     def promote_blob(self, args: PromoteBlobArgs) -> StoredBlob:
@@ -187,15 +261,18 @@ class SagaActivities:
 
     @activity.defn(name="largeattr.put_item")
     def put_item(self, args: PutItemArgs) -> PivotResult:
-        return self.storage.items.put_item(args)
+        with refusal_on_first_attempt():
+            return self.storage.items.put_item(args)
 
     @activity.defn(name="largeattr.update_item")
     def update_item(self, args: UpdateItemArgs) -> PivotResult:
-        return self.storage.items.update_item(args)
+        with refusal_on_first_attempt():
+            return self.storage.items.update_item(args)
 
     @activity.defn(name="largeattr.delete_item")
     def delete_item(self, args: DeleteItemArgs) -> PivotResult:
-        return self.storage.items.delete_item(args)
+        with refusal_on_first_attempt():
+            return self.storage.items.delete_item(args)
 
     # ------------------------------------------------------------ after the pivot / undo
 
@@ -203,11 +280,15 @@ class SagaActivities:
     def delete_objects(self, args: DeleteObjectsArgs) -> tuple[str, ...]:
         table = args.table
         ours = [k for k in args.keys if table is None or keys.owns_key(table, k)]
-        return self.storage.cleanup.delete_objects(args.bucket, ours)
+        deleted = self.storage.cleanup.delete_objects(args.bucket, ours)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(deleted), reason="clean_up")
+        return deleted
 
     @activity.defn(name="largeattr.compensate")
     def compensate(self, args: CompensateArgs) -> CleanupResult:
-        return self.storage.cleanup.compensate(args)
+        result = self.storage.cleanup.compensate(args)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(result.deleted), reason="compensation")
+        return result
 
     # ------------------------------------------------------------ reconcile
 
@@ -217,7 +298,57 @@ class SagaActivities:
 
     @activity.defn(name="largeattr.delete_unreferenced")
     def delete_unreferenced(self, args: CleanItemInput) -> CleanupResult:
-        return self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
+        result = self.storage.cleanup.delete_unreferenced(args.table, args.item_key, args.keys)
+        telemetry.count(telemetry.OBJECTS_DELETED, len(result.deleted), reason="reconcile")
+        return result
+
+    # ------------------------------------------------------------ adopt (pynamodb_mate items)
+
+    @activity.defn(name="largeattr.hash_foreign")
+    def hash_foreign(self, args: HashForeignArgs) -> HashedForeign:
+        """Read a pynamodb_mate object, check it against the MD5 in its key, hash it."""
+        with refusal_on_first_attempt(), _beating() as beat:
+            return adopt.hash_foreign(
+                self.storage.s3, args.blob, progress=lambda done: beat(done), max_size=args.max_size
+            )
+
+    @activity.defn(name="largeattr.copy_foreign")
+    def copy_foreign(self, args: CopyForeignArgs) -> StoredBlob:
+        """Server-side copy of a pynamodb_mate object (the version hashed) to its key."""
+        hashed = args.hashed
+        if hashed.prepared is None:
+            raise InvalidInput(f"{hashed.blob.uri} was not hashed; hash it before copying")
+        blob = BlobInput(
+            attribute=hashed.blob.attribute,
+            content_type=hashed.content_type,
+            content_encoding=hashed.content_encoding,
+        )
+        put = put_spec(
+            args.table,
+            args.item_key,
+            blob,
+            args.object_key,
+            hashed.prepared.sha256,
+            args.saga_id,
+            args.updated_at,
+        )
+        bucket, key = keys.parse_s3_uri(hashed.blob.uri)
+        with refusal_on_first_attempt(), _beating():  # a big copy reports nothing until it ends
+            return self.storage.blobs.copy_in(
+                bucket,
+                key,
+                put,
+                blob,
+                hashed.prepared,
+                args.saga_id,
+                gone=f"{hashed.blob.uri} was deleted while it was adopted",
+                source_etag=hashed.etag,
+            )
+
+    @activity.defn(name="largeattr.adopt_item")
+    def adopt_item(self, args: AdoptItemArgs) -> PivotResult:
+        with refusal_on_first_attempt():
+            return self.storage.items.adopt_item(args)
 
     @activity.defn(name="largeattr.reconcile_chunk")
     async def reconcile_chunk(self, args: ReconcileChunkArgs) -> ReconcileChunk:
@@ -241,6 +372,9 @@ class SagaActivities:
             self.compensate,
             self.find_orphans,
             self.delete_unreferenced,
+            self.hash_foreign,
+            self.copy_foreign,
+            self.adopt_item,
             self.reconcile_chunk,
         ]
 

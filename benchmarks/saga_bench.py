@@ -480,7 +480,7 @@ async def floor_worker(args: argparse.Namespace) -> None:
 
     client = await connect_when_serving(args.address)
     options: dict[str, Any] = {}
-    if args.unsandboxed:
+    if not args.sandboxed:  # as largeattr's worker runs by default
         options["workflow_runner"] = UnsandboxedWorkflowRunner()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -501,7 +501,7 @@ def child_main(argv: list[str]) -> None:
     parser.add_argument("--max-concurrency", type=int, default=64)
     parser.add_argument("--samples", type=int, default=3)
     parser.add_argument("--option", action="append", default=[])
-    parser.add_argument("--unsandboxed", action="store_true")
+    parser.add_argument("--sandboxed", action="store_true")
     args = parser.parse_args(argv)
     out = sys.stdout
     sys.stdout = sys.stderr  # only the protocol's lines go to the driver
@@ -815,7 +815,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--floor-worker-args",
         default="",
-        help='extra arguments of the floor worker: "--unsandboxed"',
+        help='extra arguments of the floor worker: "--sandboxed" (as worker.py --sandboxed)',
     )
     parser.add_argument(
         "--client-option",

@@ -8,7 +8,8 @@ import contextlib
 import io
 import mimetypes
 import os
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,33 @@ class Holder:
     sources: SourceRegistry
     task_queue: str
     held: list[str]
+    #: ``on_progress(done_bytes, total_bytes or None)`` over the blobs uploaded from here.
+    on_progress: Callable[[int, int | None], None] | None = None
+
+
+class UploadTally:
+    """One call's upload progress: the bytes sent of every blob it uploads from this
+    process, summed (the total is None while a stream of unknown length is among them)."""
+
+    def __init__(self, on_progress: Callable[[int, int | None], None]) -> None:
+        self._on_progress = on_progress
+        self._sizes: dict[str, int | None] = {}
+        self._done: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def watch(self, sources: SourceRegistry, source: str, size: int | None) -> None:
+        with self._lock:
+            self._sizes[source] = size
+            self._done[source] = 0
+        sources.watch(source, lambda done: self._report(source, done))
+
+    def _report(self, source: str, done: int) -> None:
+        with self._lock:
+            self._done[source] = done
+            sizes = list(self._sizes.values())
+            total = None if None in sizes else sum(s for s in sizes if s is not None)
+            done_all = sum(self._done.values())
+        self._on_progress(done_all, total)
 
 
 async def blob_inputs(
@@ -74,6 +102,7 @@ async def blob_inputs(
         if value is not None
     }
     inline_left = transfer.inline_total
+    tally = UploadTally(holder.on_progress) if holder.on_progress else None
     inputs: list[BlobInput] = []
     for name, blob in sorted(wrapped.items(), key=lambda kv: _known_size(kv[1].data)):
         content_type, encoding = _content_type(blob)
@@ -91,6 +120,8 @@ async def blob_inputs(
         )
         holder.held.append(source)
         size = holder.sources.size(source)
+        if tally is not None:
+            tally.watch(holder.sources, source, size)
         if size is not None and size > MAX_OBJECT_SIZE:
             raise BlobTooLarge(
                 f"blob {name!r} is {size:,} bytes; S3 objects are at most {MAX_OBJECT_SIZE:,}"

@@ -324,24 +324,57 @@ class Blobs:
         self, staging_key: str, put: PutSpec, blob: BlobInput, prepared: PreparedBlob, saga_id: str
     ) -> StoredBlob:
         """Copy a staged stream to its content-addressed key, then drop the staged copy."""
+        stored = self.copy_in(
+            put.bucket,
+            staging_key,
+            put,
+            blob,
+            prepared,
+            saga_id,
+            gone=f"the staged copy {staging_key} is gone (expired by the lifecycle rule?)",
+        )
+        try:
+            self.s3.delete_object(Bucket=put.bucket, Key=staging_key)
+        except ClientError as err:
+            reraise(err, bucket=put.bucket)
+        return stored
+
+    def copy_in(
+        self,
+        source_bucket: str,
+        source_key: str,
+        put: PutSpec,
+        blob: BlobInput,
+        prepared: PreparedBlob,
+        saga_id: str,
+        *,
+        gone: str,
+        source_etag: str | None = None,
+    ) -> StoredBlob:
+        """Server-side copy of an object whose bytes ``prepared`` describes to its
+        content-addressed key, unless identical bytes are there already; the copy is checked
+        once written. ``source_etag`` pins the source to the version that was hashed."""
         try:
             if self._has_intact(put, prepared):
                 created = self._written_by(put, saga_id)
-            elif head(self.s3, put.bucket, staging_key) is None:
-                raise SourceUnavailable(
-                    f"the staged copy {staging_key} is gone (expired by the lifecycle rule?); "
-                    "run the operation again"
-                )
+            elif head(self.s3, source_bucket, source_key) is None:
+                raise SourceUnavailable(f"{gone}; run the operation again")
             else:
                 written = copy_object(
-                    self.s3, staging_key, put, prepared.size, self.transfer, prepared.crc32
+                    self.s3,
+                    source_key,
+                    put,
+                    prepared.size,
+                    self.transfer,
+                    prepared.crc32,
+                    source_bucket=source_bucket,
+                    source_etag=source_etag,
                 )
                 if not self._has_intact(put, prepared):
                     raise RuntimeError(f"the copy to {put.key} does not match; copying again")
                 # Not written: identical bytes arrived meanwhile, from this saga or another.
                 created = written or self._written_by(put, saga_id)
             self._abort_leftover_uploads(put, prepared)
-            self.s3.delete_object(Bucket=put.bucket, Key=staging_key)
         except ClientError as err:
             reraise(err, bucket=put.bucket)
         return _stored(put, blob, prepared, created=created)

@@ -33,10 +33,15 @@ from largeattr import dynamo, keys
 from largeattr.aws_errors import is_not_found
 from largeattr.errors import InvalidInput
 from largeattr.messages import ItemKey, TableSpec
+from largeattr.search_attributes import OUTCOME
 from largeattr.storage import Storage
 from largeattr.transfer.uploads import list_uploads
 
-SAGA_TYPES = frozenset({"largeattr.CreateItem", "largeattr.UpdateItem", "largeattr.DeleteItem"})
+SAGA_TYPES = frozenset(
+    {"largeattr.CreateItem", "largeattr.UpdateItem", "largeattr.DeleteItem", "largeattr.AdoptItem"}
+)
+#: Outcomes of a completed saga that wrote nothing (an adopt that found nothing to do).
+NOTHING_COMMITTED = frozenset({"already", "skipped"})
 _SHA_IN_KEY = re.compile(r"sha256=([0-9a-f]{64})")
 
 
@@ -243,6 +248,8 @@ async def check_drift(
         async for execution in temporal.list_workflows(f'WorkflowId = "{workflow_id}"'):
             if execution.workflow_type not in SAGA_TYPES:
                 continue  # reconcile's CleanItem runs under the item's id too
+            if execution.typed_search_attributes.get(OUTCOME) in NOTHING_COMMITTED:
+                continue
             if execution.status is not None and execution.status.name == "RUNNING":
                 drift.append(Drift(name, f"a saga is still running ({execution.run_id})"))
                 last = None

@@ -18,6 +18,7 @@ from botocore.exceptions import ClientError
 from largeattr import keys
 from largeattr.aws_errors import error_code, reraise
 from largeattr.blobs import head, item_metadata
+from largeattr.errors import TableNotFound
 from largeattr.items import Items
 from largeattr.messages import (
     CleanupResult,
@@ -68,7 +69,10 @@ class Cleanup:
     def compensate(self, args: CompensateArgs) -> CleanupResult:
         """Undo a failed saga's writes: its own objects that no committed item references."""
         spec = args.table
-        referenced = self.items.referenced_keys(spec, args.item_key)
+        try:
+            referenced = self.items.referenced_keys(spec, args.item_key)
+        except TableNotFound:
+            referenced = set()  # no table, no item: nothing references these objects
         deleted: list[str] = []
         kept: list[str] = []
         aborted = 0

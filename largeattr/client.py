@@ -18,12 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Concatenate, Literal, ParamSpec
+from typing import Any, Concatenate, Literal, ParamSpec, cast
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
@@ -41,7 +43,8 @@ from temporalio.exceptions import (
     WorkflowAlreadyStartedError,
 )
 
-from largeattr import dynamo, keys, search_attributes
+from largeattr import adopt, dynamo, keys, search_attributes
+from largeattr.adopt import AdoptReport
 from largeattr.blobinputs import Blob, Holder, blob_inputs
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal
 from largeattr.errors import (
@@ -53,20 +56,24 @@ from largeattr.errors import (
 from largeattr.failures import with_our_failures
 from largeattr.items import size_after
 from largeattr.messages import (
+    AdoptItemInput,
+    AdoptResult,
     BlobInput,
     CreateItemInput,
     DeleteItemInput,
     ItemChanges,
+    ItemKey,
     ItemResult,
     ReconcileInput,
     ReconcileResult,
     SagaOptions,
     UpdateItemInput,
 )
-from largeattr.read import BlobRef, Item, Reader
+from largeattr.read import BlobRef, Item, Progress, Reader
 from largeattr.sources import SourceRegistry
 from largeattr.storage import Storage
 from largeattr.table import KeyInput, LargeAttrTable
+from largeattr.telemetry import BusinessErrorsAreBenign
 from largeattr.transfer.config import TransferConfig, human_size
 
 OnBusy = Literal["wait", "fail"]
@@ -116,7 +123,16 @@ class LargeAttrClient:
         transfer: TransferConfig | None = None,
         s3: Any = None,
         dynamodb: Any = None,
+        run_worker: bool = False,
+        worker_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """``run_worker=True`` runs a saga worker in this process, on ``task_queue``, and
+        starts sagas eagerly: the server hands the new workflow's first task back in the
+        start call's response (``request_eager_start``), and this worker runs the saga's
+        short steps in it, without waiting for a poll. Other workers on the queue still take
+        over anything this process does not finish (its retries, a restart). Use it where
+        the caller is long-lived (a service), not in a short script; ``worker_options`` are
+        ``largeattr.worker.build_worker`` keywords (``max_concurrent_activities``...)."""
         if s3 is None or dynamodb is None:
             s3, dynamodb = (aws or AwsConfig.from_env()).clients()
         self.temporal = with_our_failures(temporal)
@@ -131,6 +147,11 @@ class LargeAttrClient:
         self._blob_worker_task: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._pending: set[asyncio.Task[Any]] = set()
+        self._run_worker = run_worker
+        self._worker_options = dict(worker_options or {})
+        self._worker: Any = None
+        self._worker_task: asyncio.Task[None] | None = None
+        self._worker_executor: ThreadPoolExecutor | None = None
 
     @classmethod
     async def connect(
@@ -141,9 +162,18 @@ class LargeAttrClient:
         task_queue: str = DEFAULT_TASK_QUEUE,
         aws: AwsConfig | None = None,
         transfer: TransferConfig | None = None,
+        run_worker: bool = False,
+        worker_options: Mapping[str, Any] | None = None,
     ) -> LargeAttrClient:
         temporal = await connect_temporal(address, namespace)
-        return cls(temporal, task_queue=task_queue, aws=aws, transfer=transfer)
+        return cls(
+            temporal,
+            task_queue=task_queue,
+            aws=aws,
+            transfer=transfer,
+            run_worker=run_worker,
+            worker_options=worker_options,
+        )
 
     async def __aenter__(self) -> LargeAttrClient:
         return self
@@ -162,6 +192,14 @@ class LargeAttrClient:
             await asyncio.gather(self._blob_worker_task, return_exceptions=True)
         if self._executor is not None:
             self._executor.shutdown(wait=False)
+        if self._worker is not None:
+            await self._worker.shutdown()
+            self._worker = None
+        if self._worker_task is not None:
+            await asyncio.gather(self._worker_task, return_exceptions=True)
+            self._worker_task = None
+        if self._worker_executor is not None:
+            self._worker_executor.shutdown(wait=False)
 
     # ------------------------------------------------------------------ writes
 
@@ -175,14 +213,18 @@ class LargeAttrClient:
         overwrite: bool = False,
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
+        on_progress: Progress | None = None,
     ) -> WorkflowHandle[Any, ItemResult]:
-        """Create an item; ``ItemAlreadyExists`` if it exists (unless ``overwrite``)."""
+        """Create an item; ``ItemAlreadyExists`` if it exists (unless ``overwrite``).
+
+        ``on_progress(done_bytes, total_bytes or None)`` follows the blobs this process
+        uploads (those too big to travel inline), from the thread that uploads."""
         from largeattr.workflows import CreateItemWorkflow
 
         item_key = table.key(key)
         plain = table.attributes(attributes, "create")
         with self._holding() as held:
-            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held)
+            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held, on_progress)
             if removed:
                 raise InvalidInput(f"create: {removed} are None; leave them out instead")
             dynamo.check_item_size(
@@ -203,8 +245,14 @@ class LargeAttrClient:
                 options=options or table.options,
             )
             summary = _summary("create", table, item_key, blob_inputs, plain)
+            # A plain create reads nothing: its pivot's condition (absent) is the check.
+            reads = (
+                ItemChanges(plain, (), tuple(b.attribute for b in blob_inputs), True)
+                if overwrite
+                else None
+            )
             return await self._start(
-                CreateItemWorkflow.run, request, table, item_key, summary, on_busy, held
+                CreateItemWorkflow.run, request, table, item_key, summary, on_busy, held, reads
             )
 
     async def start_update(
@@ -220,10 +268,11 @@ class LargeAttrClient:
         expected_version: int | None = None,
         options: SagaOptions | None = None,
         on_busy: OnBusy = "wait",
+        on_progress: Progress | None = None,
     ) -> WorkflowHandle[Any, ItemResult]:
         """Update an item: replace blobs (None removes one), SET / REMOVE / ADD / DELETE
         plain attributes. ``ItemNotFound`` if it is missing; ``VersionConflict`` if
-        ``expected_version`` is given and stale."""
+        ``expected_version`` is given and stale. ``on_progress`` as in ``start_create``."""
         from largeattr.workflows import UpdateItemWorkflow
 
         item_key = table.key(key)
@@ -236,7 +285,7 @@ class LargeAttrClient:
         ):
             raise InvalidInput("expected_version must be an int (the item's version)")
         with self._holding() as held:
-            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held)
+            blob_inputs, removed = await self._blob_inputs(table, blobs or {}, held, on_progress)
             request = UpdateItemInput(
                 table=table.spec,
                 key=item_key,
@@ -278,8 +327,13 @@ class LargeAttrClient:
             summary = _summary(
                 "update", table, item_key, blob_inputs, request.set_attributes, removed
             )
+            reads = ItemChanges(
+                {**request.set_attributes, **request.add_attributes},
+                request.remove_attributes + request.remove_blobs,
+                tuple(b.attribute for b in blob_inputs),
+            )
             return await self._start(
-                UpdateItemWorkflow.run, request, table, item_key, summary, on_busy, held
+                UpdateItemWorkflow.run, request, table, item_key, summary, on_busy, held, reads
             )
 
     async def start_delete(
@@ -303,7 +357,7 @@ class LargeAttrClient:
         )
         summary = _summary("delete", table, item_key, (), {})
         return await self._start(
-            DeleteItemWorkflow.run, request, table, item_key, summary, on_busy, []
+            DeleteItemWorkflow.run, request, table, item_key, summary, on_busy, [], ItemChanges()
         )
 
     # The same calls, waiting for the saga's result (one parameter list for both forms).
@@ -351,28 +405,177 @@ class LargeAttrClient:
             static_summary=f"reconcile {table.table_name} (s3://{table.bucket}/{table.prefix}/)",
         )
 
+    # ------------------------------------------------------------------ adopt
+
+    async def start_adopt(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        *,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> WorkflowHandle[Any, AdoptResult]:
+        """Start adopting one item pynamodb_mate wrote (``largeattr.adopt``): its objects
+        are copied to their content-addressed keys, the item gets la_meta and a version,
+        the old objects are deleted (``options.delete_old_objects=False`` keeps them)."""
+        return await self._start_adopt(table, table.key(key), options, on_busy)
+
+    async def adopt(
+        self,
+        table: LargeAttrTable,
+        key: KeyInput,
+        *,
+        options: SagaOptions | None = None,
+        on_busy: OnBusy = "wait",
+    ) -> AdoptResult:
+        """Adopt one item and wait. An item with nothing of pynamodb_mate's left (adopted
+        already) or that adopt cannot read (skipped, with the reason) starts no saga."""
+        item_key = table.key(key)
+        state = await asyncio.to_thread(self.storage.items.read_item, table.spec, item_key)
+        plan = adopt.plan(table.spec, item_key, state)
+        if plan.outcome != adopt.ADOPT:
+            return AdoptResult(
+                plan.outcome, table.table_name, item_key, state.version, reason=plan.reason
+            )
+        handle = await self._start_adopt(table, item_key, options, on_busy)
+        try:
+            return await handle.result()
+        except WorkflowFailureError as err:
+            raise user_error(err) from err
+
+    async def adopt_table(
+        self,
+        table: LargeAttrTable,
+        *,
+        rate: float | None = None,
+        concurrency: int = 8,
+        dry_run: bool = False,
+        options: SagaOptions | None = None,
+    ) -> AdoptReport:
+        """Adopt every item of the table that pynamodb_mate wrote: the scan runs here, page
+        by page; each item needing it gets its own saga, at most ``rate`` started per
+        second and ``concurrency`` at once. Items adopted already, or that adopt cannot
+        read, start nothing. ``dry_run`` writes nothing: it reports what would be adopted,
+        and refuses what a HEAD already shows to be missing or corrupt. Run it again after
+        an interruption: adopted items report as ``already``."""
+        if rate is not None and not rate > 0:
+            raise InvalidInput("rate must be a positive number of items per second")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidInput("concurrency must be a positive int")
+        spec = table.spec
+        report = AdoptReport(dry_run=dry_run)
+        started = time.monotonic()
+        next_start = started
+        gate = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+        items = adopt.scan_items(self.storage.dynamodb, spec)
+        while (raw := await asyncio.to_thread(next, items, None)) is not None:
+            item_key, _, plan = adopt.planned(spec, raw)
+            name = keys.item_path(spec, item_key)
+            if plan.outcome == adopt.ALREADY:
+                report.already.append(name)
+            elif plan.outcome == adopt.SKIPPED:
+                report.skipped.append((name, plan.reason))
+            elif dry_run:
+                problems = [
+                    problem
+                    for blob in plan.foreign
+                    if (problem := await asyncio.to_thread(adopt.dry_check, self.storage.s3, blob))
+                ]
+                if problems:
+                    report.failed.append((name, "; ".join(problems)))
+                else:
+                    report.adopted.append(name)
+            else:
+                if rate is not None:
+                    await asyncio.sleep(max(0.0, next_start - time.monotonic()))
+                    next_start = max(next_start, time.monotonic()) + 1 / rate
+                await gate.acquire()
+                task = asyncio.create_task(
+                    self._adopt_into(report, table, item_key, name, options, gate)
+                )
+                running.add(task)
+                task.add_done_callback(running.discard)
+        await asyncio.gather(*running)
+        report.seconds = time.monotonic() - started
+        return report
+
+    async def _adopt_into(
+        self,
+        report: AdoptReport,
+        table: LargeAttrTable,
+        item_key: ItemKey,
+        name: str,
+        options: SagaOptions | None,
+        gate: asyncio.Semaphore,
+    ) -> None:
+        try:
+            handle = await self._start_adopt(table, item_key, options, "wait")
+            result = await handle.result()
+        except Exception as err:
+            cause = user_error(err) if isinstance(err, WorkflowFailureError) else err
+            report.failed.append((name, f"{type(cause).__name__}: {cause}"))
+        else:
+            if result.outcome == adopt.ADOPTED:
+                report.adopted.append(name)
+            elif result.outcome == adopt.ALREADY:
+                report.already.append(name)
+            else:
+                report.skipped.append((name, result.reason))
+        finally:
+            gate.release()
+
+    async def _start_adopt(
+        self,
+        table: LargeAttrTable,
+        item_key: ItemKey,
+        options: SagaOptions | None,
+        on_busy: OnBusy,
+    ) -> WorkflowHandle[Any, AdoptResult]:
+        from largeattr.workflows import AdoptItemWorkflow
+
+        request = AdoptItemInput(table.spec, item_key, options or table.options)
+        summary = _summary("adopt", table, item_key, (), {})
+        # The item is read just before the start (and again after waiting for a busy item).
+        handle = await self._start(
+            AdoptItemWorkflow.run, request, table, item_key, summary, on_busy, [], ItemChanges()
+        )
+        return cast(WorkflowHandle[Any, AdoptResult], handle)
+
     # ------------------------------------------------------------------ reads
 
     async def get(self, table: LargeAttrTable, key: KeyInput) -> Item | None:
         """The item (consistent read), with references to its large attributes."""
         return await asyncio.to_thread(self.reader.get, table.spec, table.key(key))
 
-    async def read_blob(self, ref: BlobRef) -> bytes:
-        """A large attribute's bytes, verified against the recorded SHA-256."""
-        return await asyncio.to_thread(self.reader.read_bytes, ref)
+    async def read_blob(self, ref: BlobRef, *, on_progress: Progress | None = None) -> bytes:
+        """A large attribute's bytes, verified against the recorded SHA-256.
 
-    async def download(self, ref: BlobRef, path: str | os.PathLike[str]) -> int:
-        """Stream a large attribute into a file (atomic; verified)."""
-        return await asyncio.to_thread(self.reader.download, ref, path)
+        ``on_progress(done_bytes, total_bytes or None)`` is called after each chunk, from
+        the thread that reads."""
+        return await asyncio.to_thread(self.reader.read_bytes, ref, on_progress)
+
+    async def download(
+        self,
+        ref: BlobRef,
+        path: str | os.PathLike[str],
+        *,
+        on_progress: Progress | None = None,
+    ) -> int:
+        """Stream a large attribute into a file (atomic; verified); ``on_progress`` as in
+        ``read_blob``."""
+        return await asyncio.to_thread(self.reader.download, ref, path, on_progress)
 
     async def iter_blob(
         self,
         ref: BlobRef,
         chunk_size: int = 1024 * 1024,
         byte_range: tuple[int, int] | None = None,
+        *,
+        on_progress: Progress | None = None,
     ) -> AsyncIterator[bytes]:
         """Stream a large attribute chunk by chunk; a whole read is verified at the end."""
-        chunks = self.reader.iter_chunks(ref, chunk_size, byte_range)
+        chunks = self.reader.iter_chunks(ref, chunk_size, byte_range, on_progress)
         done = object()
         while True:
             chunk = await asyncio.to_thread(next, chunks, done)
@@ -394,13 +597,24 @@ class LargeAttrClient:
         summary: tuple[str, str],
         on_busy: OnBusy,
         held: list[str],
+        reads: ItemChanges | None = None,
     ) -> WorkflowHandle[Any, ItemResult]:
+        """Start the saga under the item's workflow id. With ``reads``, read the item first
+        (consistent read; also checks that it fits once changed) and hand it to the saga,
+        which then names its version in the pivot's condition without reading it again;
+        re-read when the saga has to wait for another one on the item."""
         if on_busy not in ("wait", "fail"):
             raise InvalidInput("on_busy must be 'wait' or 'fail'")
         workflow_id = keys.workflow_id(table.spec, item_key)
         if any(blob.task_queue == self.blob_queue for blob in getattr(request, "blobs", ())):
             await self._ensure_blob_worker()
+        eager = self._run_worker and await self._ensure_saga_worker()
         while True:
+            if reads is not None:
+                state = await asyncio.to_thread(
+                    self.storage.items.read_item, table.spec, item_key, reads
+                )
+                request = dataclasses.replace(request, read=state)
             try:
                 handle: WorkflowHandle[Any, ItemResult] = await self.temporal.start_workflow(
                     run,
@@ -409,6 +623,7 @@ class LargeAttrClient:
                     task_queue=self.task_queue,
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
                     id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+                    request_eager_start=eager,
                     static_summary=summary[0],
                     static_details=summary[1],
                     search_attributes=TypedSearchAttributes(
@@ -465,6 +680,24 @@ class LargeAttrClient:
             for source in held:
                 self.sources.release(source)
 
+    async def _ensure_saga_worker(self) -> bool:
+        """Start the in-process saga worker (``run_worker=True``) on first use."""
+        if self._worker is None:
+            from largeattr.activities.saga import SagaActivities
+            from largeattr.worker import build_worker
+
+            activities = SagaActivities(
+                self.storage.s3, self.storage.dynamodb, self.transfer, self.sources
+            )
+            self._worker, self._worker_executor = build_worker(
+                self.temporal,
+                task_queue=self.task_queue,
+                activities=activities,
+                **self._worker_options,
+            )
+            self._worker_task = asyncio.create_task(self._worker.run())
+        return True
+
     async def _ensure_blob_worker(self) -> None:
         if self._blob_worker is not None:
             return
@@ -483,15 +716,20 @@ class LargeAttrClient:
             activities=activities.blob_activities(),
             activity_executor=self._executor,
             max_concurrent_activities=8,
+            interceptors=[BusinessErrorsAreBenign()],  # as build_worker: no traceback logged
         )
         self._blob_worker_task = asyncio.create_task(self._blob_worker.run())
 
     async def _blob_inputs(
-        self, table: LargeAttrTable, blobs: Mapping[str, Any], held: list[str]
+        self,
+        table: LargeAttrTable,
+        blobs: Mapping[str, Any],
+        held: list[str],
+        on_progress: Progress | None = None,
     ) -> tuple[tuple[BlobInput, ...], list[str]]:
         """Validate blobs and decide how each travels: inline, or from this process."""
         return await blob_inputs(
-            table, blobs, self.transfer, Holder(self.sources, self.blob_queue, held)
+            table, blobs, self.transfer, Holder(self.sources, self.blob_queue, held, on_progress)
         )
 
 

@@ -23,6 +23,7 @@ from largeattr.errors import InvalidInput
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from temporalio.runtime import Runtime
 
 DEFAULT_TASK_QUEUE = "largeattr"
 #: The region given to an emulator endpoint when none is configured (emulators ignore it).
@@ -132,9 +133,14 @@ class AwsConfig:
 
 
 async def connect_temporal(
-    address: str | None = None, namespace: str | None = None, **kwargs: Any
+    address: str | None = None,
+    namespace: str | None = None,
+    *,
+    runtime: Runtime | None = None,
+    **kwargs: Any,
 ) -> Any:
-    """A Temporal client from the SDK's env/profile configuration, overridden by arguments."""
+    """A Temporal client from the SDK's env/profile configuration, overridden by arguments.
+    ``runtime``: the SDK runtime its workers report metrics through (the default: none)."""
     from temporalio.client import Client
     from temporalio.envconfig import ClientConfig
 
@@ -148,6 +154,8 @@ async def connect_temporal(
     config.setdefault("target_host", "127.0.0.1:7233")
     config.setdefault("data_converter", data_converter())
     config.update(kwargs)
+    if runtime is not None:
+        config["runtime"] = runtime
     return await Client.connect(**config)
 
 

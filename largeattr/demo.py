@@ -11,13 +11,22 @@ import asyncio
 import hashlib
 import os
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import WorkflowHandle
 
 from largeattr.client import Blob, LargeAttrClient
-from largeattr.devstack import EMULATOR_REGION, Stack, connect_when_serving, embedded_stack
+from largeattr.cliout import result_lines
+from largeattr.config import AwsConfig, connect_temporal
+from largeattr.devstack import (
+    EMULATOR_REGION,
+    Stack,
+    connect_when_serving,
+    embedded_stack,
+    workflow_url,
+)
 from largeattr.messages import ItemResult
 from largeattr.provision import setup
 from largeattr.table import LargeAttrTable
@@ -37,29 +46,46 @@ def _image(seed: str, size: int) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
+@dataclass(frozen=True)
+class Target:
+    """Where the demo runs: the embedded stack, or one already running (``--address``,
+    ``--aws-endpoint-url``)."""
+
+    temporal_address: str
+    aws: AwsConfig
+    ui_url: str | None
+    namespace: str = "default"
+    embedded: bool = True
+
+    @staticmethod
+    def of(stack: Stack) -> Target:
+        return Target(stack.temporal_address, stack.aws(), stack.ui_url, stack.namespace)
+
+
 async def _step(
-    stack: Stack, title: str, handle: WorkflowHandle[Any, ItemResult], la: LargeAttrClient
+    target: Target, title: str, handle: WorkflowHandle[Any, ItemResult], la: LargeAttrClient
 ) -> ItemResult:
     result = await la.result(handle)
+    run_id = handle.result_run_id or ""
+    url = (
+        workflow_url(target.ui_url, target.namespace, handle.id, run_id) if target.ui_url else None
+    )
     print(f"\n{title}")
-    print(f"  workflow id : {handle.id}")
-    print(f"  Web UI      : {stack.workflow_url(handle.id, handle.result_run_id or '')}")
-    print(f"  version     : {result.version}")
-    for blob in result.blobs:
-        made = "uploaded" if blob.created else "already stored, not uploaded again"
-        print(f"  {blob.attribute:<11} : {blob.uri} ({blob.meta.size:,} bytes, {made})")
-    for uri in result.deleted_objects:
-        print(f"  deleted     : {uri}")
+    for line in result_lines(result, handle.id, url):
+        print(line)
     return result
 
 
-async def run_demo(stack: Stack, keep: bool) -> int:
+async def run_demo(target: Target, keep: bool) -> int:
     from largeattr.worker import build_worker
 
-    aws = stack.aws()
+    aws = target.aws
     s3, dynamodb = aws.clients()
-    setup(s3, dynamodb, DEMO_TABLE, region=EMULATOR_REGION)
-    temporal = await connect_when_serving(stack.temporal_address)
+    setup(s3, dynamodb, DEMO_TABLE, region=s3.meta.region_name or EMULATOR_REGION)
+    if target.embedded:
+        temporal = await connect_when_serving(target.temporal_address)
+    else:
+        temporal = await connect_temporal(target.temporal_address, target.namespace)
     worker, executor = build_worker(temporal, aws=aws)
     table = DEMO_TABLE
     key = "doc-1"
@@ -71,7 +97,7 @@ async def run_demo(stack: Stack, keep: bool) -> int:
         html_v1 = b"<html><body><h1>Hello, Alice</h1></body></html>"
         image_v1 = _image("cat", 300_000)
         await _step(
-            stack,
+            target,
             "1. create: html inline, image (300 KB) uploaded from this process",
             await la.start_create(
                 table,
@@ -83,7 +109,7 @@ async def run_demo(stack: Stack, keep: bool) -> int:
         )
         html_v2 = b"<html><body><h1>Hello, Bob</h1></body></html>"
         await _step(
-            stack,
+            target,
             "2. update: new html, image unchanged; the old html object is deleted",
             await la.start_update(
                 table,
@@ -104,7 +130,7 @@ async def run_demo(stack: Stack, keep: bool) -> int:
         print(f"  image       : {len(image):,} bytes, equal to what was written: {ok}")
         print(f"  presigned   : {la.presigned_url(item.blob('image'), expires_in=600)[:80]}...")
         await _step(
-            stack,
+            target,
             "4. delete: the item, then its objects",
             await la.start_delete(table, key, expected_version=item.version),
             la,
@@ -112,10 +138,16 @@ async def run_demo(stack: Stack, keep: bool) -> int:
         left = s3.list_objects_v2(Bucket=table.bucket, Prefix=f"{table.prefix}/").get("KeyCount", 0)
         print(f"\nobjects left under s3://{table.bucket}/{table.prefix}/: {left}")
         ok = ok and left == 0 and await la.get(table, key) is None
-        print(f"Web UI: {stack.ui_url}/namespaces/default/workflows")
+        if target.ui_url:
+            print(f"Web UI: {target.ui_url}/namespaces/{target.namespace}/workflows")
         if keep:
             print("\nThe stack and the worker keep running; press Ctrl-C to stop.")
             await _until_signal()
+        elif target.embedded:
+            print(
+                "\nThe embedded stack stops with the demo, and the links with it: run "
+                "`largeattr demo --keep` to keep them alive (Ctrl-C stops)."
+            )
     executor.shutdown(wait=False)
     print("demo OK" if ok else "demo FAILED")
     return 0 if ok else 1
@@ -129,8 +161,17 @@ async def _until_signal() -> None:
     await stop.wait()
 
 
-def main(keep: bool = False, data_dir: str | os.PathLike[str] = ".largeattr") -> int:
+def main(
+    keep: bool = False,
+    data_dir: str | os.PathLike[str] = ".largeattr",
+    existing: Target | None = None,
+) -> int:
+    """The demo on its own embedded stack, or on ``existing`` (nothing is started then)."""
+    if existing is not None:
+        print(f"Temporal    : {existing.temporal_address} (namespace {existing.namespace})")
+        print(f"S3+DynamoDB : {existing.aws.endpoint_url or 'AWS'}")
+        return asyncio.run(run_demo(existing, keep))
     with embedded_stack(Path(data_dir)) as stack:
         print(f"Temporal    : {stack.temporal_address} (Web UI {stack.ui_url})")
         print(f"S3+DynamoDB : {stack.aws_endpoint} (moto server)")
-        return asyncio.run(run_demo(stack, keep))
+        return asyncio.run(run_demo(Target.of(stack), keep))

@@ -136,15 +136,30 @@ class Stack:
         )
 
     def workflow_url(self, workflow_id: str, run_id: str) -> str:
-        return (
-            f"{self.ui_url}/namespaces/{self.namespace}/workflows/"
-            f"{quote(workflow_id, safe='')}/{run_id}/history"
-        )
+        return workflow_url(self.ui_url, self.namespace, workflow_id, run_id)
+
+    def export_lines(self) -> list[str]:
+        """Shell lines that point another shell (the CLI, a worker, your code) at this stack."""
+        return [
+            f"export TEMPORAL_ADDRESS={self.temporal_address} TEMPORAL_NAMESPACE={self.namespace}",
+            f"export LARGEATTR_UI_URL={self.ui_url}",
+            f"export AWS_ENDPOINT_URL={self.aws_endpoint} AWS_REGION={EMULATOR_REGION}",
+            f"export AWS_ACCESS_KEY_ID={EMULATOR_AWS['aws_access_key_id']} "
+            f"AWS_SECRET_ACCESS_KEY={EMULATOR_AWS['aws_secret_access_key']}",
+        ]
 
     def stop(self) -> None:
         for process in reversed(self.processes):
             stop_process(process)
         self.processes.clear()
+
+
+def workflow_url(ui_url: str, namespace: str, workflow_id: str, run_id: str) -> str:
+    """The Web UI page of one workflow run: its history."""
+    return (
+        f"{ui_url.rstrip('/')}/namespaces/{quote(namespace, safe='')}/workflows/"
+        f"{quote(workflow_id, safe='')}/{run_id}/history"
+    )
 
 
 def start_temporal(

@@ -16,9 +16,9 @@ from typing import Any
 import temporalio.api.failure.v1
 from temporalio.client import Client
 from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadConverter
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
-from largeattr.errors import LargeAttrError, error_class
+from largeattr.errors import BUSINESS_ERRORS, LargeAttrError, error_class
 
 
 class LargeAttrFailureConverter(DefaultFailureConverter):
@@ -30,15 +30,11 @@ class LargeAttrFailureConverter(DefaultFailureConverter):
         payload_converter: PayloadConverter,
         failure: temporalio.api.failure.v1.Failure,
     ) -> None:
-        if not isinstance(exception, LargeAttrError):
-            super().to_failure(exception, payload_converter, failure)
-            return
-        details = (exception.details,) if exception.details else ()
-        error = ApplicationError(exception.message, *details, type=exception.type_name)
-        error.__cause__ = exception.__cause__
-        error.__suppress_context__ = True
-        super().to_failure(error, payload_converter, failure)
-        failure.stack_trace = ""
+        if isinstance(exception, LargeAttrError):
+            exception = application_error(exception)
+        super().to_failure(exception, payload_converter, failure)
+        if isinstance(exception, ApplicationError) and error_class(exception.type):
+            failure.stack_trace = ""
 
     def from_failure(
         self,
@@ -46,6 +42,23 @@ class LargeAttrFailureConverter(DefaultFailureConverter):
         payload_converter: PayloadConverter,
     ) -> BaseException:
         return our_error(super().from_failure(failure, payload_converter))
+
+
+def application_error(error: LargeAttrError) -> ApplicationError:
+    """The ``ApplicationError`` one of our errors travels as. A business verdict
+    (``BUSINESS_ERRORS``) is category BENIGN: the SDK then logs its activity failure at
+    DEBUG instead of a WARNING with a traceback, and leaves it out of the failure metrics
+    (temporalio 1.35, ``temporalio/worker/_activity.py``; ``ApplicationErrorCategory``)."""
+    details = (error.details,) if error.details else ()
+    category = (
+        ApplicationErrorCategory.BENIGN
+        if isinstance(error, BUSINESS_ERRORS)
+        else ApplicationErrorCategory.UNSPECIFIED
+    )
+    ours = ApplicationError(error.message, *details, type=error.type_name, category=category)
+    ours.__cause__ = error.__cause__
+    ours.__suppress_context__ = True
+    return ours
 
 
 def our_error(error: BaseException) -> BaseException:

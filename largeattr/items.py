@@ -17,6 +17,7 @@ from largeattr import dynamo, keys
 from largeattr.aws_errors import is_conditional_failure, reraise
 from largeattr.errors import ItemAlreadyExists, ItemNotFound, VersionConflict
 from largeattr.messages import (
+    AdoptItemArgs,
     DeleteItemArgs,
     ItemChanges,
     ItemKey,
@@ -245,9 +246,10 @@ class Items:
             superseded = _superseded(spec, expected.refs, expected.refs, new_refs)
             return PivotResult(version=state.version, superseded=superseded)
         if state.exists and not expected.exists:
+            version = f" (version {state.version})" if state.version else ""
             raise ItemAlreadyExists(
-                f"item {keys.item_path(spec, args.key)} was created by another writer "
-                "meanwhile; use update, or create with overwrite=True"
+                f"item {keys.item_path(spec, args.key)} already exists{version}; "
+                "use update, or create with overwrite=True"
             )
         raise VersionConflict(
             f"item {keys.item_path(spec, args.key)} changed while the saga ran "
@@ -291,6 +293,65 @@ class Items:
             f"item {keys.item_path(spec, request.key)} changed while the update ran "
             f"(expected version {expected.version}, found {state.version}); "
             "re-read it and retry",
+            expected=expected.version,
+            found=state.version,
+        )
+
+    def adopt_item(self, args: AdoptItemArgs) -> PivotResult:
+        """Pivot of adopt: the copies replace the pynamodb_mate URIs, with la_meta and a
+        version, if the item is still as read: same version and the same old URIs (a
+        pynamodb_mate writer changes the URIs, not the version)."""
+        spec, expected = args.table, args.expected
+        item = keys.item_path(spec, args.key)
+        dynamo.check_item_size(
+            expected.size_bytes
+            + sum(len(b.uri) + _META_ENTRY_BYTES for b in args.blobs)
+            + 128,  # version, saga id, update time
+            f"item {item} once adopted",
+        )
+        meta = {**expected.meta, **{blob.attribute: blob.meta for blob in args.blobs}}
+        expr = _Expression()
+        sets = [expr.assign(blob.attribute, {"S": blob.uri}) for blob in args.blobs]
+        sets.append(
+            expr.assign(
+                dynamo.META_ATTRIBUTE,
+                {
+                    "M": {
+                        name: dynamo.to_low_level(dynamo.meta_to_wire(value))
+                        for name, value in sorted(meta.items())
+                    }
+                },
+            )
+        )
+        sets.append(expr.assign(spec.version_attribute, {"N": str(expected.version + 1)}))
+        sets.append(expr.assign(dynamo.SAGA_ATTRIBUTE, {"S": args.saga_id}))
+        sets.append(expr.assign(dynamo.UPDATED_AT_ATTRIBUTE, {"S": args.updated_at}))
+        condition = " AND ".join(
+            [expr.version_is(spec, expected.version)]
+            + [f"{expr.name(o.attribute)} = {expr.value({'S': o.uri})}" for o in args.replaced]
+        )
+        superseded = tuple(old.uri for old in args.replaced)
+        state, committed = self._pivot(
+            spec,
+            self.dynamodb.update_item,
+            Key=dynamo.item_to_low_level(args.key),
+            UpdateExpression="SET " + ", ".join(sets),
+            ConditionExpression=condition,
+            **expr.kwargs(),
+        )
+        if committed:
+            return PivotResult(version=expected.version + 1, superseded=superseded)
+        if state.exists and state.saga_id == args.saga_id:
+            return PivotResult(version=state.version, superseded=superseded)
+        if not state.exists:
+            raise ItemNotFound(f"item {item} was deleted while it was adopted; nothing to adopt")
+        changed = sorted(
+            old.attribute for old in args.replaced if state.refs.get(old.attribute) != old.uri
+        )
+        raise VersionConflict(
+            f"item {item} changed while it was adopted ("
+            + (f"{', '.join(changed)} now hold other URIs" if changed else "its version moved")
+            + "); its new values were kept and the copies removed: run adopt again",
             expected=expected.version,
             found=state.version,
         )

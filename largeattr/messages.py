@@ -144,6 +144,11 @@ class CreateItemInput:
     #: Replace an existing item (its old objects are deleted after the pivot).
     overwrite: bool = False
     options: SagaOptions = SagaOptions()
+    #: The item as the client read it just before starting the saga (consistent read): the
+    #: version the pivot's condition names and the objects it replaces. Part of the input,
+    #: so a re-run of the saga's steps (local activities after a lost workflow task) sees
+    #: the same "before". None: the saga reads the item itself.
+    read: ItemState | None = None
 
 
 @dataclass(frozen=True)
@@ -162,6 +167,11 @@ class UpdateItemInput:
     #: Commit only if the item is still at this version (None: whatever version it has now).
     expected_version: int | None = None
     options: SagaOptions = SagaOptions()
+    #: The item as the client read it just before starting the saga (consistent read): the
+    #: version the pivot's condition names and the objects it replaces. Part of the input,
+    #: so a re-run of the saga's steps (local activities after a lost workflow task) sees
+    #: the same "before". None: the saga reads the item itself.
+    read: ItemState | None = None
 
 
 @dataclass(frozen=True)
@@ -170,6 +180,11 @@ class DeleteItemInput:
     key: ItemKey
     expected_version: int | None = None
     options: SagaOptions = SagaOptions()
+    #: The item as the client read it just before starting the saga (consistent read): the
+    #: version the pivot's condition names and the objects it replaces. Part of the input,
+    #: so a re-run of the saga's steps (local activities after a lost workflow task) sees
+    #: the same "before". None: the saga reads the item itself.
+    read: ItemState | None = None
 
 
 # ---------------------------------------------------------------- activity inputs / outputs
@@ -421,6 +436,90 @@ class CleanItemInput:
     table: TableSpec
     item_key: ItemKey
     keys: tuple[str, ...]
+
+
+# ---------------------------------------------------------------- adopt (pynamodb_mate items)
+
+
+@dataclass(frozen=True)
+class AdoptItemInput:
+    """Bring one item written by pynamodb_mate's LargeAttributeMixin into largeattr's shape."""
+
+    table: TableSpec
+    key: ItemKey
+    options: SagaOptions = SagaOptions()
+    #: The item as the client read it just before starting the saga (see CreateItemInput).
+    read: ItemState | None = None
+
+
+@dataclass(frozen=True)
+class ForeignBlob:
+    """A large attribute that holds a pynamodb_mate URI (``.../attr=.../md5=<md5>``)."""
+
+    attribute: str
+    uri: str
+    md5: str
+
+
+@dataclass(frozen=True)
+class HashForeignArgs:
+    table: TableSpec
+    blob: ForeignBlob
+    #: Hash only an object of at most this many bytes (a short step); None: any size.
+    max_size: int | None = None
+
+
+@dataclass(frozen=True)
+class HashedForeign:
+    """A foreign object's bytes as read (checked against the MD5 in its key), hashed."""
+
+    blob: ForeignBlob
+    #: The ETag the read was pinned to: the copy copies these very bytes or fails.
+    etag: str
+    #: None when the object is larger than ``HashForeignArgs.max_size`` (not read).
+    prepared: PreparedBlob | None
+    content_type: str
+    content_encoding: str | None = None
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class CopyForeignArgs:
+    table: TableSpec
+    item_key: ItemKey
+    hashed: HashedForeign
+    object_key: str
+    saga_id: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class AdoptItemArgs:
+    """The adopt pivot: the copies replace the foreign URIs if the item is as read."""
+
+    table: TableSpec
+    key: ItemKey
+    blobs: tuple[StoredBlob, ...]
+    replaced: tuple[ForeignBlob, ...]
+    expected: ItemState
+    saga_id: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class AdoptResult:
+    """What adopting one item did: ``adopted``, ``already`` (nothing of pynamodb_mate's
+    left) or ``skipped`` (``reason`` says why). Never carries blob bytes."""
+
+    outcome: str
+    table_name: str
+    key: ItemKey
+    version: int = 0
+    reason: str = ""
+    blobs: tuple[StoredBlob, ...] = ()
+    #: The pynamodb_mate objects deleted after the pivot.
+    deleted_objects: tuple[str, ...] = ()
+    saga_id: str = ""
 
 
 @dataclass(frozen=True)

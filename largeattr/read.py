@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,6 +26,9 @@ from largeattr.transfer.download import iter_object
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+#: ``on_progress(done_bytes, total_bytes)``: total is None when unknown (no la_meta).
+Progress = Callable[[int, int | None], None]
 
 
 @dataclass(frozen=True)
@@ -113,12 +116,21 @@ class Reader:
         return item_from_low_level(spec, raw) if raw else None
 
     def iter_chunks(
-        self, ref: BlobRef, chunk_size: int = 1024 * 1024, byte_range: tuple[int, int] | None = None
+        self,
+        ref: BlobRef,
+        chunk_size: int = 1024 * 1024,
+        byte_range: tuple[int, int] | None = None,
+        on_progress: Progress | None = None,
     ) -> Iterator[bytes]:
         """Stream a large attribute; a whole read is verified against its SHA-256.
 
         ``byte_range`` is inclusive (first, last), like HTTP; a range is not verified.
+        ``on_progress(done, total)`` is called after each chunk, in the reading thread.
         """
+        if on_progress is not None:
+            whole = self.iter_chunks(ref, chunk_size, byte_range)
+            yield from _counted(whole, ref, byte_range, on_progress)
+            return
         if byte_range is not None and (byte_range[0] < 0 or byte_range[1] < byte_range[0]):
             raise InvalidInput(f"byte range {byte_range} must be (first, last) with first <= last")
         if byte_range is not None and ref.size is not None and byte_range[0] >= ref.size:
@@ -155,17 +167,19 @@ class Reader:
             f"({size}); the first byte must be below the object's size"
         )
 
-    def read_bytes(self, ref: BlobRef) -> bytes:
-        return b"".join(self.iter_chunks(ref))
+    def read_bytes(self, ref: BlobRef, on_progress: Progress | None = None) -> bytes:
+        return b"".join(self.iter_chunks(ref, on_progress=on_progress))
 
-    def download(self, ref: BlobRef, path: str | os.PathLike[str]) -> int:
+    def download(
+        self, ref: BlobRef, path: str | os.PathLike[str], on_progress: Progress | None = None
+    ) -> int:
         """Write a large attribute to a file, atomically: a bad read leaves no file."""
         target = Path(path)
         handle, temporary = tempfile.mkstemp(dir=target.parent or ".", prefix=f".{target.name}.")
         written = 0
         try:
             with os.fdopen(handle, "wb") as out:
-                for chunk in self.iter_chunks(ref):
+                for chunk in self.iter_chunks(ref, on_progress=on_progress):
                     out.write(chunk)
                     written += len(chunk)
             os.replace(temporary, target)
@@ -184,3 +198,21 @@ class Reader:
         return str(
             self.s3.generate_presigned_url("get_object", Params=params, ExpiresIn=expires_in)
         )
+
+
+def _counted(
+    chunks: Iterator[bytes],
+    ref: BlobRef,
+    byte_range: tuple[int, int] | None,
+    on_progress: Progress,
+) -> Iterator[bytes]:
+    total = ref.size
+    if byte_range is not None:
+        end = byte_range[1] + 1 if total is None else min(byte_range[1] + 1, total)
+        total = end - byte_range[0]
+    done = 0
+    on_progress(0, total)
+    for chunk in chunks:
+        done += len(chunk)
+        on_progress(done, total)
+        yield chunk

@@ -63,6 +63,8 @@ class _Held:
     value: Any
     start: int = 0
     opened: bool = False
+    #: Told the bytes uploaded so far (``SourceRegistry.report``), if someone watches.
+    on_progress: Callable[[int], None] | None = None
 
 
 def _from_async(chunks: AsyncIterable[bytes], loop: asyncio.AbstractEventLoop) -> Iterator[bytes]:
@@ -127,6 +129,18 @@ class SourceRegistry:
         with self._lock:
             self._held[handle] = held
         return handle, held.kind != "stream"
+
+    def watch(self, handle: str, on_progress: Callable[[int], None]) -> None:
+        """Call ``on_progress(bytes uploaded)`` whenever an upload of this source reports."""
+        held = self._lookup(handle)
+        if held is not None:
+            held.on_progress = on_progress
+
+    def report(self, handle: str, done: int) -> None:
+        """An upload's progress, for whoever watches the source (nothing for ``file:``)."""
+        held = None if handle.startswith(FILE) else self._lookup(handle)
+        if held is not None and held.on_progress is not None:
+            held.on_progress(done)
 
     def release(self, handle: str) -> None:
         with self._lock:

@@ -8,6 +8,7 @@ AWS call fail, fail after committing, or stall.
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -149,8 +150,10 @@ async def task_queue(
     s3, dynamodb = aws.clients()
     worker_faults.attach(s3, dynamodb)
     activities = SagaActivities(s3, dynamodb, test_transfer, SourceRegistry([allowed_dir]))
+    # Sandboxed: the tests run every saga under the SDK's determinism checks, which the
+    # production default leaves out for speed (largeattr.worker.build_worker).
     worker, executor = build_worker(
-        temporal, task_queue=queue, activities=activities, shutdown_grace=2.0
+        temporal, task_queue=queue, activities=activities, shutdown_grace=2.0, sandboxed=True
     )
     async with worker:
         yield queue
@@ -210,6 +213,30 @@ def create_from_file(table: LargeAttrTable, key: str, path: Path) -> CreateItemI
     its allowed directory), started with a plain Temporal client."""
     blob = BlobInput(attribute="html", source=f"file:{path}", size=path.stat().st_size)
     return CreateItemInput(table=table.spec, key=table.key(key), blobs=(blob,))
+
+
+def steps(history: Any) -> list[tuple[str, str, int]]:
+    """A saga's steps as its history records them: (activity type, summary, attempt) of each
+    regular activity (its start event) and each local activity (its marker)."""
+    found = []
+    scheduled: dict[int, tuple[str, str]] = {}
+    for event in history.events:
+        summary = (
+            event.user_metadata.summary.data.decode() if event.HasField("user_metadata") else ""
+        )
+        summary = json.loads(summary) if summary else ""
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            kind = event.activity_task_scheduled_event_attributes.activity_type.name
+            scheduled[event.event_id] = (kind, summary)
+        elif event.HasField("activity_task_started_event_attributes"):
+            started = event.activity_task_started_event_attributes
+            found.append((*scheduled[started.scheduled_event_id], started.attempt))
+        elif event.HasField("marker_recorded_event_attributes"):
+            marker = event.marker_recorded_event_attributes
+            if "data" in marker.details:
+                data = json.loads(marker.details["data"].payloads[0].data)
+                found.append((data["activity_type"], summary, int(data["attempt"])))
+    return found
 
 
 def object_keys(s3: Any, table: LargeAttrTable) -> set[str]:

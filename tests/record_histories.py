@@ -1,17 +1,27 @@
 """Record one workflow history of each saga kind, for tests/test_replay.py.
 
-    .venv/bin/python tests/record_histories.py
+    .venv/bin/python tests/record_histories.py            # adds missing fast_<kind>.json
+    .venv/bin/python tests/record_histories.py --replace  # also rewrites existing ones
 
 Starts its own Temporal dev server and moto server on free 127.0.0.1 ports, runs a worker in
-this process, runs every kind in ``KINDS`` once and writes ``tests/histories/<kind>.json``
-(only the kinds named on the command line, if any; never those in ``FROZEN``). Each
-recorded history is checked against its kind (workflow type, outcome, the activities that
-must have run) before it is written, so a recording that missed its path fails here.
+this process, runs every kind in ``RECORDED`` once and writes ``tests/histories/<kind>.json``.
+Each recorded history is checked against its kind (workflow type, outcome, the activities
+that must have run, and how) before it is written, so a recording that missed its path fails
+here.
+
+Two generations of histories live side by side. The kinds without a prefix were recorded
+before the fast path (``FAST_PATH``: short steps as local activities): today's code cannot
+record them again, since every new saga takes the patched path, so they are kept as they
+are (this script as of commit 43618b5 recorded them). The ``fast_`` kinds are the same sagas
+on the fast path. Reconcile and CleanItem do not depend on the patch: one history each.
+``reconcile_batched`` is the batched reconcile pass; the per-page ``reconcile`` is frozen.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import hashlib
 import json
 import sys
 import tempfile
@@ -24,28 +34,60 @@ from typing import Any
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowHistory
 
+from largeattr.workflows.saga import FAST_PATH
+
 ROOT = Path(__file__).resolve().parent.parent
 HISTORIES = Path(__file__).resolve().parent / "histories"
 #: A history does not hold its workflow id, and the sagas check theirs: kept beside them.
 WORKFLOW_IDS = HISTORIES / "workflow_ids.json"
+#: The marker names the Python SDK's core writes for ``workflow.patched`` and for a local
+#: activity's result (sdk-core: ``PATCH_MARKER_NAME``, ``LOCAL_ACTIVITY_MARKER_NAME``).
+PATCH_MARKER = "core_patch"
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
+#: The saga workflows, the ones ``FAST_PATH`` changed.
+SAGAS = ("largeattr.CreateItem", "largeattr.UpdateItem", "largeattr.DeleteItem")
 
 
 @dataclass(frozen=True)
 class Kind:
-    """What a recorded history must show: the workflow, how it ended, what it scheduled."""
+    """What a recorded history must show: the workflow, how it ended, what it ran and how."""
 
     workflow_type: str
     completed: bool
+    #: Run as regular activities (scheduled).
     activities: frozenset[str]
+    #: Run as local activities (a marker).
+    local: frozenset[str] = frozenset()
+    #: Run in neither form.
+    never: frozenset[str] = frozenset()
+    #: Took the ``FAST_PATH`` patch (its marker is in the history); False: it must not have.
+    fast: bool = False
 
 
-def kind(workflow_type: str, completed: bool, *activities: str) -> Kind:
+def kind(
+    workflow_type: str,
+    completed: bool,
+    *activities: str,
+    local: tuple[str, ...] = (),
+    never: tuple[str, ...] = (),
+    fast: bool = False,
+) -> Kind:
+    def names(short: tuple[str, ...]) -> frozenset[str]:
+        return frozenset(f"largeattr.{a}" for a in short)
+
     return Kind(
-        f"largeattr.{workflow_type}", completed, frozenset(f"largeattr.{a}" for a in activities)
+        f"largeattr.{workflow_type}", completed, names(activities), names(local), names(never), fast
     )
 
 
+def fast(workflow_type: str, completed: bool, *activities: str, local: tuple[str, ...]) -> Kind:
+    """A saga on the fast path: it never reads the item itself (a plain create does not
+    need to, an overwrite, update or delete takes the item as the client read it)."""
+    return kind(workflow_type, completed, *activities, local=local, never=("read_item",), fast=True)
+
+
 KINDS: dict[str, Kind] = {
+    # Recorded before the fast path: every step a regular activity, each saga reads first.
     "create_inline": kind("CreateItem", True, "read_item", "upload_blob", "put_item"),
     "create_by_reference": kind(
         "CreateItem", True, "read_item", "prepare_blob", "upload_blob", "put_item"
@@ -68,12 +110,46 @@ KINDS: dict[str, Kind] = {
     ),
     "reconcile": kind("Reconcile", True, "find_orphans"),
     "clean_item": kind("CleanItem", True, "delete_unreferenced"),
+    # The fast path: short steps as local activities; moving a large blob stays regular.
+    "fast_create_inline": fast("CreateItem", True, local=("upload_blob", "put_item")),
+    "fast_create_by_reference": fast(
+        "CreateItem", True, "prepare_blob", "upload_blob", local=("put_item",)
+    ),
+    "fast_create_stream": fast(
+        "CreateItem", True, "stage_blob", "promote_blob", local=("put_item",)
+    ),
+    "fast_create_overwrite": fast(
+        "CreateItem", True, local=("upload_blob", "put_item", "delete_objects")
+    ),
+    "fast_update_replace_and_set": fast(
+        "UpdateItem", True, local=("upload_blob", "update_item", "delete_objects")
+    ),
+    "fast_update_remove_blob": fast("UpdateItem", True, local=("update_item", "delete_objects")),
+    "fast_delete": fast("DeleteItem", True, local=("delete_item", "delete_objects")),
+    # No read: the upload runs, the pivot's condition refuses, the upload is compensated.
+    "fast_create_refused_exists": fast(
+        "CreateItem", False, local=("upload_blob", "put_item", "compensate")
+    ),
+    # Refused on the version the client read, before any step.
+    "fast_update_refused_conflict": fast("UpdateItem", False, local=()),
+    "fast_create_compensated": fast(
+        "CreateItem", False, local=("upload_blob", "put_item", "compensate")
+    ),
+    # Born after the fast path (no old twin); small objects: every step a local activity.
+    "adopt_item": fast("AdoptItem", True, local=()),
     "reconcile_batched": kind("Reconcile", True, "reconcile_chunk"),
 }
 #: Kept as recorded by an earlier version of this script: today's code no longer makes such
 #: a history (the per-page reconcile, before the ``batched-reconcile`` patch), yet runs of
 #: it may still be open, so it must go on replaying.
 FROZEN = frozenset({"reconcile"})
+
+#: The kinds this script records today: the fast path's. The others are kept as recorded.
+RECORDED = tuple(
+    name
+    for name in KINDS
+    if name.startswith("fast_") or name in ("adopt_item", "reconcile_batched", "clean_item")
+)
 
 
 def workflow_type(history: WorkflowHistory) -> str:
@@ -89,6 +165,28 @@ def scheduled_activities(history: WorkflowHistory) -> set[str]:
     }
 
 
+def markers(history: WorkflowHistory, name: str) -> list[Any]:
+    return [
+        event.marker_recorded_event_attributes
+        for event in history.events
+        if event.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and event.marker_recorded_event_attributes.marker_name == name
+    ]
+
+
+def local_activities(history: WorkflowHistory) -> set[str]:
+    """The local activities the history records (each marker's ``data`` names its type)."""
+    return {
+        json.loads(marker.details["data"].payloads[0].data)["activity_type"]
+        for marker in markers(history, LOCAL_ACTIVITY_MARKER)
+    }
+
+
+def took_fast_path(history: WorkflowHistory) -> bool:
+    """True if the run called ``workflow.patched(FAST_PATH)`` (not replaying): its marker."""
+    return any(FAST_PATH.encode() in m.SerializeToString() for m in markers(history, PATCH_MARKER))
+
+
 def completed(history: WorkflowHistory) -> bool:
     return history.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED
 
@@ -100,9 +198,15 @@ def mismatch(name: str, history: WorkflowHistory) -> str | None:
         return f"{name}: workflow {workflow_type(history)}, expected {expected.workflow_type}"
     if completed(history) != expected.completed:
         return f"{name}: completed={completed(history)}, expected {expected.completed}"
-    missing = expected.activities - scheduled_activities(history)
-    if missing:
+    if took_fast_path(history) != expected.fast:
+        return f"{name}: {PATCH_MARKER} marker for {FAST_PATH!r}: {not expected.fast}"
+    scheduled, local = scheduled_activities(history), local_activities(history)
+    if missing := expected.activities - scheduled:
         return f"{name}: never scheduled {sorted(missing)}"
+    if missing := expected.local - local:
+        return f"{name}: never ran as a local activity {sorted(missing)}"
+    if ran := expected.never & (scheduled | local):
+        return f"{name}: ran {sorted(ran)}, which this path skips"
     return None
 
 
@@ -110,7 +214,7 @@ def mismatch(name: str, history: WorkflowHistory) -> str | None:
 
 
 async def record(temporal: Client, aws: Any) -> dict[str, WorkflowHistory]:
-    """Run every kind once on a fresh table; the histories by kind."""
+    """Run every kind in ``RECORDED`` once on a fresh table; the histories by kind."""
     from largeattr import (
         ItemAlreadyExists,
         LargeAttrClient,
@@ -172,37 +276,49 @@ async def record(temporal: Client, aws: Any) -> dict[str, WorkflowHistory]:
         la = LargeAttrClient(temporal, task_queue=queue, aws=aws, transfer=transfer)
         try:
             inline = {"html": b"<p>inline</p>", "image": b"\x89PNG tiny"}
-            await saga("create_inline", la.start_create(table, "doc", inline, {"title": "v1"}))
-            await saga("create_by_reference", la.start_create(table, "ref", {"html": b"r" * 2048}))
-            await saga("create_stream", la.start_create(table, "stream", {"html": chunks()}))
+            await saga("fast_create_inline", la.start_create(table, "doc", inline, {"title": "v1"}))
             await saga(
-                "create_overwrite",
+                "fast_create_by_reference", la.start_create(table, "ref", {"html": b"r" * 2048})
+            )
+            await saga("fast_create_stream", la.start_create(table, "stream", {"html": chunks()}))
+            await saga(
+                "fast_create_overwrite",
                 la.start_create(table, "ref", {"html": b"<p>overwritten</p>"}, overwrite=True),
             )
             await saga(
-                "update_replace_and_set",
+                "fast_update_replace_and_set",
                 la.start_update(table, "doc", {"html": b"<p>v2</p>"}, set={"title": "v2"}),
             )
-            await saga("update_remove_blob", la.start_update(table, "doc", {"image": None}))
-            await saga("delete", la.start_delete(table, "doc"))
+            await saga("fast_update_remove_blob", la.start_update(table, "doc", {"image": None}))
+            await saga("fast_delete", la.start_delete(table, "doc"))
             await saga(
-                "create_refused_exists",
+                "fast_create_refused_exists",
                 la.start_create(table, "ref", {"html": b"<p>again</p>"}),
                 ItemAlreadyExists,
             )
             await saga(
-                "update_refused_conflict",
+                "fast_update_refused_conflict",
                 la.start_update(table, "ref", set={"title": "late"}, expected_version=1),
                 VersionConflict,
             )
-            # Another writer creates the item between the saga's read and its pivot.
+            # Another writer creates the item just before the saga's pivot writes it.
             faults.before("PutItem", racing_writer)
             await saga(
-                "create_compensated",
+                "fast_create_compensated",
                 la.start_create(table, "raced", {"html": b"<p>compensated</p>"}),
                 ItemAlreadyExists,
             )
             faults.clear()
+
+            # An item as pynamodb_mate writes it: an s3:// URI ending in md5=<md5 of the bytes>.
+            mate = b"<p>written by pynamodb_mate</p>"
+            mate_key = f"mate/pk=mate/attr=html/md5={hashlib.md5(mate).hexdigest()}"
+            s3.put_object(Bucket=table.bucket, Key=mate_key, Body=mate)
+            dynamodb.put_item(
+                TableName=table.table_name,
+                Item={"pk": {"S": "mate"}, "html": {"S": f"s3://{table.bucket}/{mate_key}"}},
+            )
+            await saga("adopt_item", la.start_adopt(table, "mate"))
 
             StepByStep(Storage(s3, dynamodb), table).put_blobs("ref", {"image": b"orphan"})
             result = await la.reconcile(table, grace_seconds=0)
@@ -229,7 +345,7 @@ async def record(temporal: Client, aws: Any) -> dict[str, WorkflowHistory]:
     return histories
 
 
-async def main() -> None:
+async def main(replace: bool) -> None:
     from largeattr import AwsConfig
     from largeattr.devstack import (
         EMULATOR_AWS,
@@ -240,6 +356,10 @@ async def main() -> None:
         stop_process,
     )
 
+    kept = [n for n in RECORDED if (HISTORIES / f"{n}.json").exists()] if not replace else []
+    if len(kept) == len(RECORDED):
+        print(f"every kind is recorded ({len(kept)}); --replace records them again")
+        return
     with tempfile.TemporaryDirectory(prefix="largeattr-record-") as scratch:
         temporal_process, port, _ = start_temporal(Path(scratch) / "temporal", port=None, ui=False)
         moto_process, moto_port = start_moto(port=None, log=Path(scratch) / "moto.log")
@@ -257,17 +377,17 @@ async def main() -> None:
             stop_process(temporal_process)
 
     problems = [p for name, h in histories.items() if (p := mismatch(name, h))]
-    if set(histories) != set(KINDS) - FROZEN:
-        problems.append(f"recorded {sorted(histories)}, expected {sorted(set(KINDS) - FROZEN)}")
+    if set(histories) != set(RECORDED):
+        problems.append(f"recorded {sorted(histories)}, expected {sorted(RECORDED)}")
     if problems:
         raise SystemExit("not written:\n" + "\n".join(problems))
-    only = set(sys.argv[1:]) or set(histories)  # e.g. `record_histories.py reconcile_batched`
     HISTORIES.mkdir(exist_ok=True)
     ids = json.loads(WORKFLOW_IDS.read_text()) if WORKFLOW_IDS.exists() else {}
     for name, history in sorted(histories.items()):
-        if name not in only:
-            continue
         path = HISTORIES / f"{name}.json"
+        if name in kept:
+            print(f"{path.relative_to(ROOT)}: kept (--replace records it again)")
+            continue
         path.write_text(history.to_json() + "\n")
         ids[name] = history.workflow_id
         print(f"{path.relative_to(ROOT)}: {len(history.events)} events")
@@ -275,5 +395,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="rewrite fast_ histories already recorded (only once no saga of theirs can run)",
+    )
     sys.path.insert(0, str(ROOT))  # run as a script: `tests.faults` sits beside this file
-    asyncio.run(main())
+    asyncio.run(main(parser.parse_args().replace))

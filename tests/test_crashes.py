@@ -7,10 +7,14 @@ reported). The test SIGKILLs it there, switches on a fresh worker on the same ta
 and checks that the saga ends as it would have without the crash, that the item is exactly
 right, and that the checker finds no dangling reference, no orphan and no drift.
 
-The failing sagas fail at their pivot for real: both workers wait at a gate once the item
-was read, the test writes as another writer would (creates the item / bumps ``la_version``)
-and opens the gate, so the pivot's condition fails and the saga compensates. (When the kill
-comes before the read is recorded, the retried read sees that writer and fails at once.)
+The failing sagas fail at their pivot for real: both workers wait at a gate just before the
+pivot is sent, the test writes as another writer would (creates the item / bumps
+``la_version``) and opens the gate, so the pivot's condition fails and the saga compensates.
+
+The short steps are local activities: a kill is a kill in the middle of a workflow task
+that ran some of them. Nothing of that task reaches the history; once it times out (the
+workflow task timeout, 10 s) a fresh worker runs the task again from the start, each step
+idempotent, and the pivot recognises its own earlier commit (``la_saga``).
 
 The file-upload tests crash a multipart upload of a 40 MB file: mid-way (issue 4: the retry
 resumes and sends only the parts S3 had not confirmed), after CompleteMultipartUpload, and
@@ -69,41 +73,40 @@ KEY = "doc"
 
 # ---------------------------------------------------------------- the matrix
 
-#: Each saga's activities in order, with the AWS call that commits its effect.
+#: Each saga's steps in order, with the AWS call that commits its effect. The client reads
+#: the item before it starts an update or a delete (a create needs no read); the steps are
+#: local activities (all of them but the stream's promote), so a kill anywhere is a kill in
+#: the middle of a workflow task: the task times out and a fresh worker runs its steps again.
 SAGAS: dict[str, tuple[tuple[str, str], ...]] = {
-    # read -> upload html + image -> put item if absent
-    "create": (("read_item", "GetItem"), ("upload_blob", "PutObject"), ("put_item", "PutItem")),
-    # read -> upload the new html -> update item if version 1 -> delete old html and image
+    # upload html + image -> put item if absent
+    "create": (("upload_blob", "PutObject"), ("put_item", "PutItem")),
+    # upload the new html -> update item if version 1 -> delete old html and image
     "update": (
-        ("read_item", "GetItem"),
         ("upload_blob", "PutObject"),
         ("update_item", "UpdateItem"),
         ("delete_objects", "DeleteObjects"),
     ),
-    # read -> delete item if version 1 -> delete its objects
-    "delete": (
-        ("read_item", "GetItem"),
-        ("delete_item", "DeleteItem"),
-        ("delete_objects", "DeleteObjects"),
-    ),
-    # read -> stage a stream (in the client process) -> promote it (server-side copy, then
-    # delete the staged copy) -> put item. Only promote runs on the crashing worker.
+    # delete item if version 1 -> delete its objects
+    "delete": (("delete_item", "DeleteItem"), ("delete_objects", "DeleteObjects")),
+    # stage a stream (in the client process) -> promote it (a regular activity: server-side
+    # copy, then delete the staged copy) -> put item. Only promote is matrixed here.
     "create_stream": (("promote_blob", "CopyObject"),),
-    # read -> [another writer creates the item] -> upload -> put item fails -> compensate
+    # upload -> [another writer creates the item] -> put item fails -> compensate
     "create_conflict": (
-        ("read_item", "GetItem"),
         ("upload_blob", "PutObject"),
         ("put_item", "PutItem"),
         ("compensate", "DeleteObject"),
     ),
-    # read -> [another writer bumps la_version] -> upload -> update fails -> compensate
+    # upload -> [another writer bumps la_version] -> update fails -> compensate
     "update_conflict": (
-        ("read_item", "GetItem"),
         ("upload_blob", "PutObject"),
         ("update_item", "UpdateItem"),
         ("compensate", "DeleteObject"),
     ),
 }
+
+#: Where the other writer writes in the conflict sagas: just before the pivot is sent.
+CONFLICT_GATE = {"create_conflict": "before:put_item", "update_conflict": "before:update_item"}
 
 
 @dataclass(frozen=True)
@@ -220,12 +223,12 @@ async def start_saga(
 async def write_conflict_at_gate(
     env: Env, table: LargeAttrTable, saga: str, seen: dict[str, Any]
 ) -> None:
-    """When a worker has read the item (gate after:read_item), write as another writer
-    would, then let the saga go on: its pivot must then fail."""
-    gate = "after:read_item"
+    """When a worker is about to send the pivot (its gate), write as another writer would,
+    then let the saga go on: its pivot must then fail."""
+    gate = CONFLICT_GATE[saga]
     deadline = time.monotonic() + 90
     while not env.workers.gate_reached(gate):
-        assert time.monotonic() < deadline, "no worker read the item"
+        assert time.monotonic() < deadline, "no worker reached the pivot"
         await asyncio.sleep(0.02)
     if saga == "create_conflict":  # someone else creates the item
         env.dynamodb.put_item(
@@ -254,7 +257,7 @@ async def run_case(env: Env, case: Case, left_over: list[str]) -> dict[str, floa
     old_objects = object_keys(env.s3, table)
 
     conflict = case.saga.endswith("_conflict")
-    gates = ("after:read_item",) if conflict else ()
+    gates = (CONFLICT_GATE[case.saga],) if conflict else ()
     queue = env.workers.new_queue()
     go = env.workers.directory / f"go-{queue}"
     first = env.workers.start(queue, pause=case.point, gates=gates)

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.enums.v1 import IndexedValueType, PendingActivityState
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
 from temporalio.client import Client, WorkflowHandle
 
-from largeattr import AwsConfig, ItemAlreadyExists, LargeAttrClient, LargeAttrTable
+from largeattr import AwsConfig, Blob, ItemAlreadyExists, LargeAttrClient, LargeAttrTable
 from largeattr.cli import run as cli_run
 from largeattr.devstack import Stack, connect_when_serving, start_temporal, stop_process
 from largeattr.provision import ensure_table
@@ -38,6 +38,7 @@ from tests.faults import Faults, Rule
 from tests.ui import browser as ui_browser
 from tests.ui.browser import (
     Browser,
+    EventRow,
     activity_summaries,
     event_rows,
     list_rows,
@@ -124,7 +125,7 @@ def test_setup_says_what_to_set_up(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_run(["setup"]) == 2
     assert "--search-attributes to register the search attributes" in capsys.readouterr().err
     assert cli_run(["setup", "--table", "t", "--search-attributes"]) == 2
-    assert "setting up a table needs --bucket, --prefix, --large too" in capsys.readouterr().err
+    assert "table 't' needs --bucket, --prefix, --large" in capsys.readouterr().err
 
 
 def test_setup_refuses_a_search_attribute_registered_with_another_type(
@@ -141,7 +142,7 @@ def test_setup_refuses_a_search_attribute_registered_with_another_type(
 
     asyncio.run(register_outcome_as_int())
     argv = ["setup", "--search-attributes", "--address", bare_server, "--namespace", "other"]
-    assert cli_run(argv) == 2
+    assert cli_run(argv) == 1  # a conflict (largeattr.cliout.EXIT_CODES)
     error = capsys.readouterr().err
     assert (
         "SearchAttributeConflict: search attribute LaOutcome is registered on namespace other "
@@ -190,9 +191,8 @@ class Shown:
 
 
 #: The list page, filtered by each query ({table}: the module's table), and the sagas it
-#: must show. LaTable, LaItem and LaOperation are set when the client starts a saga; once
-#: the workflows upsert LaOutcome, add e.g. "by-outcome-compensated":
-#: ('LaTable = "{table}" AND LaOutcome = "compensated"', {"compensated"}).
+#: must show. LaTable, LaItem and LaOperation are set when the client starts a saga (with
+#: LaOutcome "running"); the saga upserts LaOutcome and LaBytesWritten when it ends.
 LIST_QUERIES: dict[str, tuple[str, set[str]]] = {
     "by-workflow-id": (
         'WorkflowId STARTS_WITH "largeattr/{table}/"',
@@ -203,6 +203,16 @@ LIST_QUERIES: dict[str, tuple[str, set[str]]] = {
     "by-operation": (
         'LaTable = "{table}" AND LaOperation = "create"',
         {"committed", "compensated", "running"},
+    ),
+    "by-outcome-committed": ('LaTable = "{table}" AND LaOutcome = "committed"', {"committed"}),
+    "by-outcome-compensated": (
+        'LaTable = "{table}" AND LaOutcome = "compensated"',
+        {"compensated"},
+    ),
+    "by-outcome-running": ('LaTable = "{table}" AND LaOutcome = "running"', {"running"}),
+    "by-bytes-written": (
+        'LaTable = "{table}" AND LaBytesWritten > 0',
+        {"committed", "compensated"},
     ),
 }
 
@@ -233,11 +243,13 @@ async def shown(
     test_transfer: TransferConfig,
     dynamodb: Any,
     worker_faults: Faults,
+    allowed_dir: Path,
 ) -> Shown:
     """Three sagas on a fresh table, then one browser run over their pages and the lists:
     committed (create, two blobs); compensated (another writer creates the item between the
     uploads and the pivot: the pivot is refused, the uploads are deleted); running (its
-    html upload stalled while the browser looks)."""
+    html, a file the worker uploads in a regular activity, stalled while the browser looks;
+    its image, inline, uploaded in a local activity)."""
     name = f"t-ui-{uuid.uuid4().hex[:8]}"
     table = LargeAttrTable(
         table_name=name,
@@ -282,15 +294,21 @@ async def shown(
         temporal, task_queue=task_queue, aws=aws, transfer=test_transfer
     ) as la:
         try:
+            page = allowed_dir / f"{name}.html"
+            page.write_bytes(HTML)
             for key in ("running", "committed", "compensated"):
-                handle = await la.start_create(table, key, blobs=blobs)
+                if key == "running":
+                    sent = {"html": Blob.worker_file(page), "image": IMAGE}
+                    handle = await la.start_create(table, key, blobs=sent)
+                else:
+                    handle = await la.start_create(table, key, blobs=blobs)
                 sagas[key] = Saga(
                     handle, web_ui.workflow_url(handle.id, handle.result_run_id or "")
                 )
                 if key == "committed":
                     await la.result(handle)
                 elif key == "compensated":
-                    with pytest.raises(ItemAlreadyExists, match="created by another writer"):
+                    with pytest.raises(ItemAlreadyExists, match="already exists"):
                         await la.result(handle)
             assert await asyncio.to_thread(stalled.wait, 30), "the running saga never uploaded"
             await until_only_stalled(sagas["running"].handle)
@@ -319,13 +337,18 @@ async def shown(
 
 
 async def until_only_stalled(handle: WorkflowHandle[Any, Any]) -> None:
-    """Until the running saga's history stops growing: the read and the image upload have
-    completed, the worker has answered, only the html upload is pending."""
-    deadline = time.monotonic() + 20
+    """Until the running saga's history stops growing: the image upload's marker is
+    recorded, the html upload (the last event) is pending and started."""
+    deadline = time.monotonic() + 30
     while True:
         events = (await handle.fetch_history()).events
-        done = [e for e in events if e.HasField("activity_task_completed_event_attributes")]
-        if len(done) == 2 and events[-1].HasField("workflow_task_completed_event_attributes"):
+        marked = any(e.HasField("marker_recorded_event_attributes") for e in events)
+        last = events[-1].activity_task_scheduled_event_attributes
+        pending = (await handle.describe()).raw_description.pending_activities
+        started = any(
+            p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED for p in pending
+        )
+        if marked and last.activity_type.name == "largeattr.upload_blob" and started:
             return
         assert time.monotonic() < deadline, "the running saga did not reach its stalled upload"
         await asyncio.sleep(0.1)
@@ -336,16 +359,27 @@ def our_search_attributes(shown: Shown, name: str) -> dict[str, Any]:
     return {k: v for k, v in search_attributes(shown.read, name).items() if k.startswith("La")}
 
 
+LOCAL = "Local Activity"
+
+
+def uploads_then(rows: list[EventRow], *then: tuple[str, str]) -> None:
+    """The steps of a create with both blobs inline: the two uploads, run side by side as
+    local activities (in the order they finished), then ``then``, local activities too."""
+    steps = activity_summaries(rows)
+    assert sorted(steps[:2]) == [
+        (LOCAL, "largeattr.upload_blob", f"upload html ({len(HTML)} B, inline)"),
+        (LOCAL, "largeattr.upload_blob", "upload image (12.0 KB, inline)"),
+    ]
+    assert steps[2:] == [(LOCAL, kind, summary) for kind, summary in then]
+
+
 def test_a_committed_create_reads_as_its_steps(shown: Shown) -> None:
     rows = event_rows(shown.read, "committed")
     assert [row.event_id for row in rows] == list(range(1, shown.last_event["committed"] + 1))
     assert text(shown.read, "committed-status") == "COMPLETED"
-    assert activity_summaries(rows) == [
-        ("largeattr.read_item", "read pk=committed"),
-        ("largeattr.upload_blob", "upload html (12 B, inline)"),
-        ("largeattr.upload_blob", "upload image (12.0 KB, inline)"),
-        ("largeattr.put_item", "pivot: put item (if absent)"),
-    ]
+    uploads_then(rows, ("largeattr.put_item", "pivot: put item (if absent)"))
+    # One workflow task ran the whole saga: no activity task went through the server.
+    assert [row.event_type for row in rows].count("Workflow Task Completed") == 1
     assert rows[0].event_type == "Workflow Execution Started"
     assert rows[0].details["Summary"] == (
         f"create {shown.table.table_name} pk=committed: html (12 B), image (12.0 KB)"
@@ -355,11 +389,17 @@ def test_a_committed_create_reads_as_its_steps(shown: Shown) -> None:
     assert text(shown.read, "committed-details").splitlines()[0] == (
         f"create item pk=committed of table {shown.table.table_name}"
     )
+    assert text(shown.read, "committed-current-details").splitlines() == [
+        "create pk=committed: after pivot",
+        "now: committed",
+        "objects written so far: 2 (12.0 KB new)",
+    ]
     assert our_search_attributes(shown, "committed") == {
         "LaTable": shown.table.table_name,
         "LaItem": "pk=committed",
         "LaOperation": "create",
-        "LaOutcome": "running",  # as the client started it: nothing upserts the outcome yet
+        "LaOutcome": "committed",
+        "LaBytesWritten": len(HTML) + len(IMAGE),
     }
 
 
@@ -367,21 +407,25 @@ def test_a_compensated_create_shows_its_compensation_and_the_reason(shown: Shown
     rows = event_rows(shown.read, "compensated")
     assert [row.event_id for row in rows] == list(range(1, shown.last_event["compensated"] + 1))
     assert text(shown.read, "compensated-status") == "FAILED"
-    assert activity_summaries(rows) == [
-        ("largeattr.read_item", "read pk=compensated"),
-        ("largeattr.upload_blob", "upload html (12 B, inline)"),
-        ("largeattr.upload_blob", "upload image (12.0 KB, inline)"),
+    uploads_then(
+        rows,
         ("largeattr.put_item", "pivot: put item (if absent)"),
         ("largeattr.compensate", "compensate: delete 2 objects"),
-    ]
+    )
     failed = rows[-1]
     assert failed.event_type == "Workflow Execution Failed"
-    assert "created by another writer" in failed.details["Failure Message"]
+    assert "already exists" in failed.details["Failure Message"]
+    assert text(shown.read, "compensated-current-details").splitlines() == [
+        "create pk=compensated: before pivot",
+        "now: compensated",
+        "objects written so far: 2 (12.0 KB new)",
+    ]
     assert our_search_attributes(shown, "compensated") == {
         "LaTable": shown.table.table_name,
         "LaItem": "pk=compensated",
         "LaOperation": "create",
-        "LaOutcome": "running",  # as the client started it: nothing upserts the outcome yet
+        "LaOutcome": "compensated",
+        "LaBytesWritten": len(HTML) + len(IMAGE),
     }
 
 
@@ -389,24 +433,28 @@ def test_a_running_saga_shows_the_step_it_waits_on(shown: Shown) -> None:
     rows = event_rows(shown.read, "running")
     assert [row.event_id for row in rows] == list(range(1, shown.last_event["running"] + 1))
     assert text(shown.read, "running-status") == "RUNNING"
-    assert activity_summaries(rows) == [
-        ("largeattr.read_item", "read pk=running"),
-        ("largeattr.upload_blob", "upload html (12 B, inline)"),
-        ("largeattr.upload_blob", "upload image (12.0 KB, inline)"),
+    # The image (inline) went in a local activity; the html (a file the worker reads) in
+    # regular ones, with heartbeats: hashed, then uploaded (stalled).
+    assert sorted(activity_summaries(rows)) == [
+        ("Activity Task Scheduled", "largeattr.prepare_blob", "hash html (12 B)"),
+        ("Activity Task Scheduled", "largeattr.upload_blob", "upload html (12 B)"),
+        (LOCAL, "largeattr.upload_blob", "upload image (12.0 KB, inline)"),
     ]
-    completed = [row for row in rows if row.event_type == "Activity Task Completed"]
-    assert len(completed) == 2  # the read and the image; the html upload is stalled
     assert text(shown.read, "running-pending").split() == ["Pending", "Activities", "1"]
     (pending,) = pending_rows(shown.read, "running")
     assert pending.attempt.startswith("ATTEMPT ")
     assert pending.details["Activity Type"] == "largeattr.upload_blob"
     scheduled = next(row for row in rows if row.event_id == pending.event_id)
-    assert scheduled.details["Summary"] == "upload html (12 B, inline)"
+    assert scheduled.details["Summary"] == "upload html (12 B)"
     assert text(shown.read, "running-summary") == (
         f"create {shown.table.table_name} pk=running: html (12 B), image (12.0 KB)"
     )
-    # What the saga reports while it runs (workflow.set_current_details): nothing yet.
-    assert text(shown.read, "running-current-details") == "No Current Details"
+    # What the saga reports while it runs (workflow.set_current_details).
+    assert text(shown.read, "running-current-details").splitlines() == [
+        "create pk=running: before pivot",
+        "now: upload html (12 B), progress in its heartbeats",
+        "objects written so far: 2 (12.0 KB new)",
+    ]
     assert our_search_attributes(shown, "running") == {
         "LaTable": shown.table.table_name,
         "LaItem": "pk=running",

@@ -35,13 +35,17 @@ with workflow.unsafe.imports_passed_through():
         TRANSFER_HEARTBEAT,
         WAIT,
     )
-    from largeattr.workflows.saga import Saga
+    from largeattr.workflows.saga import STEP_FAILURES, Saga, nothing_written
 
 
 async def store_blobs(saga: Saga, blobs: Sequence[BlobInput]) -> list[StoredBlob]:
     """Upload every blob in parallel; wait for all to settle before reporting a failure,
     so that compensation never races an upload still in flight."""
-    results = await asyncio.gather(*(store_blob(saga, b) for b in blobs), return_exceptions=True)
+
+    async def counted(blob: BlobInput) -> StoredBlob:
+        return saga.stored(await store_blob(saga, blob))
+
+    results = await asyncio.gather(*(counted(b) for b in blobs), return_exceptions=True)
     for result in results:
         if isinstance(result, BaseException):
             raise result
@@ -64,21 +68,21 @@ def _object_key(saga: Saga, blob: BlobInput, sha256: str) -> str:
 
 async def _upload_inline(saga: Saga, blob: BlobInput) -> StoredBlob:
     sha256 = blob.sha256 or hashlib.sha256(blob.inline_bytes()).hexdigest()
-    return await workflow.execute_activity_method(
-        SagaActivities.upload_blob,
-        UploadBlobArgs(
-            saga.table,
-            saga.key,
-            blob,
-            _object_key(saga, blob, sha256),
-            saga.saga_id,
-            saga.updated_at,
-        ),
-        start_to_close_timeout=SMALL_UPLOAD,
-        retry_policy=BEFORE_PIVOT,
-        cancellation_type=WAIT,
-        summary=f"upload {blob.attribute} ({human_size(blob.size)}, inline)",
-    )
+    object_key = _object_key(saga, blob, sha256)
+    try:
+        stored: StoredBlob = await saga.run_step(
+            SagaActivities.upload_blob,
+            UploadBlobArgs(saga.table, saga.key, blob, object_key, saga.saga_id, saga.updated_at),
+            summary=f"upload {blob.attribute} ({human_size(blob.size)}, inline)",
+            per_attempt=SMALL_UPLOAD,
+            retry=BEFORE_PIVOT,
+            wait=True,
+        )
+    except STEP_FAILURES as err:
+        if nothing_written(err):
+            saga.written.remove(object_key)  # refused on its first attempt: nothing to undo
+        raise
+    return stored
 
 
 def _transfer(blob: BlobInput) -> dict[str, Any]:
@@ -94,14 +98,19 @@ def _transfer(blob: BlobInput) -> dict[str, Any]:
 
 
 async def _upload_seekable(saga: Saga, blob: BlobInput) -> StoredBlob:
-    prepared = await workflow.execute_activity_method(
-        SagaActivities.prepare_blob,
-        PrepareBlobArgs(blob),
-        retry_policy=BEFORE_PIVOT,
-        summary=f"hash {blob.attribute} ({human_size(blob.size)})",
-        **_transfer(blob),
+    hashing = f"hash {blob.attribute} ({human_size(blob.size)})"
+    prepared = await saga.tracked(
+        f"{hashing}, progress in its heartbeats",
+        workflow.execute_activity_method(
+            SagaActivities.prepare_blob,
+            PrepareBlobArgs(blob),
+            retry_policy=BEFORE_PIVOT,
+            summary=hashing,
+            **_transfer(blob),
+        ),
     )
-    return await workflow.execute_activity_method(
+    uploading = f"upload {blob.attribute} ({human_size(prepared.size)})"
+    upload = workflow.execute_activity_method(
         SagaActivities.upload_blob,
         UploadBlobArgs(
             saga.table,
@@ -113,21 +122,27 @@ async def _upload_seekable(saga: Saga, blob: BlobInput) -> StoredBlob:
             prepared,
         ),
         retry_policy=BEFORE_PIVOT,
-        summary=f"upload {blob.attribute} ({human_size(prepared.size)})",
+        summary=uploading,
         **_transfer(blob),
     )
+    return await saga.tracked(f"{uploading}, progress in its heartbeats", upload)
 
 
 async def _stage_and_promote(saga: Saga, blob: BlobInput) -> StoredBlob:
     staging = saga.will_stage(keys.staging_key(saga.table, saga.saga_id, blob.attribute))
-    prepared = await workflow.execute_activity_method(
-        SagaActivities.stage_blob,
-        StageBlobArgs(saga.table, saga.key, blob, staging, saga.saga_id, saga.updated_at),
-        retry_policy=ONE_PASS,
-        summary=f"stage {blob.attribute} (stream)",
-        **_transfer(blob),
+    staging_step = f"stage {blob.attribute} (stream)"
+    prepared = await saga.tracked(
+        f"{staging_step}, progress in its heartbeats",
+        workflow.execute_activity_method(
+            SagaActivities.stage_blob,
+            StageBlobArgs(saga.table, saga.key, blob, staging, saga.saga_id, saga.updated_at),
+            retry_policy=ONE_PASS,
+            summary=staging_step,
+            **_transfer(blob),
+        ),
     )
-    return await workflow.execute_activity_method(
+    promoting = f"promote {blob.attribute} ({human_size(prepared.size)}, server-side copy)"
+    promote = workflow.execute_activity_method(
         SagaActivities.promote_blob,
         PromoteBlobArgs(
             saga.table,
@@ -143,5 +158,6 @@ async def _stage_and_promote(saga: Saga, blob: BlobInput) -> StoredBlob:
         heartbeat_timeout=TRANSFER_HEARTBEAT,
         retry_policy=BEFORE_PIVOT,
         cancellation_type=WAIT,
-        summary=f"promote {blob.attribute} ({human_size(prepared.size)}, server-side copy)",
+        summary=promoting,
     )
+    return await saga.tracked(promoting, promote)

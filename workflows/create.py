@@ -1,5 +1,6 @@
-"""Create saga: upload blobs (compensatable) -> put item if absent (pivot) -> [overwrite:
-delete the replaced item's objects (retriable)]."""
+"""Create saga: [overwrite: the item as read] -> upload blobs (compensatable) -> put item if
+absent, or if still at the version read (pivot) -> [overwrite: delete the replaced item's
+objects (retriable)]."""
 
 from __future__ import annotations
 
@@ -8,28 +9,43 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from largeattr.activities.saga import SagaActivities
     from largeattr.errors import ItemAlreadyExists, LargeAttrError
-    from largeattr.messages import CreateItemInput, ItemChanges, ItemResult, PutItemArgs
+    from largeattr.messages import (
+        CreateItemInput,
+        ItemChanges,
+        ItemResult,
+        ItemState,
+        PutItemArgs,
+    )
     from largeattr.workflows.blobs import store_blobs
     from largeattr.workflows.checks import check_request
-    from largeattr.workflows.saga import Saga
+    from largeattr.workflows.saga import Saga, SagaWorkflow
 
 
 @workflow.defn(name="largeattr.CreateItem", failure_exception_types=[LargeAttrError])
-class CreateItemWorkflow:
+class CreateItemWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, request: CreateItemInput) -> ItemResult:
-        check_request(
-            request.table, request.key, request.blobs, {"attributes": list(request.attributes)}
-        )
-        saga = Saga.begin(request.table, request.key, request.options)
+        saga = self.begin("create", request.table, request.key, request.options)
+        return await saga.run(lambda: self.steps(saga, request))
+
+    async def steps(self, saga: Saga, request: CreateItemInput) -> ItemResult:
         async with saga.compensating():
-            state = await saga.read(
-                ItemChanges(
-                    set_attributes=request.attributes,
-                    blob_attributes=tuple(b.attribute for b in request.blobs),
-                    replace=True,
-                )
+            check_request(
+                request.table, request.key, request.blobs, {"attributes": list(request.attributes)}
             )
+            if saga.local and not request.overwrite:
+                # No read: the pivot's condition (the item is absent) is the check; an item
+                # that exists refuses it, and the uploads are compensated.
+                state = ItemState(exists=False)
+            else:
+                state = await saga.expect(
+                    request.read,
+                    ItemChanges(
+                        set_attributes=request.attributes,
+                        blob_attributes=tuple(b.attribute for b in request.blobs),
+                        replace=True,
+                    ),
+                )
             if state.exists and not request.overwrite:
                 raise ItemAlreadyExists(
                     f"item {saga.item} already exists (version {state.version}); use update, "

@@ -10,17 +10,20 @@ with workflow.unsafe.imports_passed_through():
     from largeattr.errors import LargeAttrError
     from largeattr.messages import DeleteItemArgs, DeleteItemInput, ItemResult
     from largeattr.workflows.checks import check_request, require_version
-    from largeattr.workflows.saga import Saga
+    from largeattr.workflows.saga import Saga, SagaWorkflow
 
 
 @workflow.defn(name="largeattr.DeleteItem", failure_exception_types=[LargeAttrError])
-class DeleteItemWorkflow:
+class DeleteItemWorkflow(SagaWorkflow):
     @workflow.run
     async def run(self, request: DeleteItemInput) -> ItemResult:
-        check_request(request.table, request.key)
-        saga = Saga.begin(request.table, request.key, request.options)
+        saga = self.begin("delete", request.table, request.key, request.options)
+        return await saga.run(lambda: self.steps(saga, request))
+
+    async def steps(self, saga: Saga, request: DeleteItemInput) -> ItemResult:
         async with saga.compensating():
-            state = await saga.read()
+            check_request(request.table, request.key)
+            state = await saga.expect(request.read, None)
             require_version(state, request.expected_version, saga.item, "nothing to delete")
             pivot = await saga.pivot(
                 SagaActivities.delete_item,

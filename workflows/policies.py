@@ -26,11 +26,14 @@ BEFORE_PIVOT = RetryPolicy(
 )
 #: Reading a one-pass stream cannot be repeated once it has started.
 ONE_PASS = RetryPolicy(maximum_attempts=1)
-#: After the pivot, and compensation: retried until done; never fails the saga.
+#: After the pivot, and compensation: retried until done; never fails the saga. The
+#: interval stays short (a step of several calls, each of which may fail once, must not wait
+#: a minute per failure) and, for local activities, under the SDK's local retry threshold
+#: (1 min): the worker waits in process, the workflow task heartbeating meanwhile.
 UNTIL_DONE = RetryPolicy(
     initial_interval=timedelta(seconds=1),
     backoff_coefficient=2.0,
-    maximum_interval=timedelta(minutes=1),
+    maximum_interval=timedelta(seconds=10),
     maximum_attempts=0,
 )
 

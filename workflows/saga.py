@@ -7,6 +7,15 @@
         pivot = await saga.pivot(SagaActivities.put_item, args, expected=state, summary=...)
     deleted = await saga.clean_up(pivot, "old object")   # after the pivot: until done
 
+Short steps (the read, inline uploads, the pivot, compensation, clean-up) run as *local
+activities* in sagas started since the fast path (``FAST_PATH``): the worker runs them inside
+the workflow task, so a whole saga with inline blobs is one or two workflow tasks instead of a
+server round trip per step. Each still shows in the history (a marker with its summary and
+result) and keeps its retry policy; a worker that dies mid-task is replaced once the workflow
+task times out, and the new one runs the steps again (each is idempotent). Steps that move
+large blobs stay regular activities (heartbeats, resume, a client's own task queue). Sagas
+recorded before the fast path replay on regular activities, as they ran.
+
 The phase answers the one question that matters when something fails: could the pivot
 have committed? Before it, compensation deletes the objects in the ledger that no committed
 item references. At it, an answer that never came (retries ran out, a cancel between
@@ -19,22 +28,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
+    FailureError,
     TimeoutError,
     is_cancelled_exception,
 )
 
 with workflow.unsafe.imports_passed_through():
-    from largeattr import keys
+    from largeattr import keys, search_attributes, telemetry
     from largeattr.activities.saga import SagaActivities
     from largeattr.errors import (
+        BUSINESS_ERRORS,
         ItemAlreadyExists,
         ItemNotFound,
         LargeAttrError,
@@ -56,6 +68,7 @@ with workflow.unsafe.imports_passed_through():
         StoredBlob,
         TableSpec,
     )
+    from largeattr.transfer import human_size
     from largeattr.workflows.policies import (
         BEFORE_PIVOT,
         CLEAN_UP,
@@ -67,8 +80,15 @@ with workflow.unsafe.imports_passed_through():
 
 T = TypeVar("T")
 
+#: Sagas started since this patch run their short steps as local activities, skip the read
+#: before a plain create, and record their outcome in search attributes.
+FAST_PATH = "largeattr-local-steps"
+
 #: What a failed step of the saga raised: an activity's failure, our own verdict, a cancel.
-STEP_FAILURES = (ActivityError, LargeAttrError, asyncio.CancelledError)
+#: A regular activity's failure arrives as an ``ActivityError`` around its cause; a local
+#: activity's as the cause itself (our error class, an ``ApplicationError``, a timeout),
+#: hence ``FailureError``, the base of all of Temporal's failures.
+STEP_FAILURES = (FailureError, LargeAttrError, asyncio.CancelledError)
 #: The pivot's own verdicts: its condition failed and, looking at the item it got back, the
 #: pivot saw that no earlier attempt of its own had committed (``la_saga``).
 CONDITION_FAILED = (ItemAlreadyExists, ItemNotFound, VersionConflict)
@@ -93,15 +113,28 @@ class Saga:
     #: The compensation ledger: content-addressed keys and staging keys this saga writes.
     written: list[str] = field(default_factory=list)
     staged: list[str] = field(default_factory=list)
+    #: Short steps as local activities (``FAST_PATH``); False when replaying older sagas.
+    local: bool = False
+    operation: str = ""
+    #: The steps running now, and what the saga wrote: the current details, the state query.
+    now: list[str] = field(default_factory=list)
+    bytes_written: int = 0
+    outcome: str = "running"
 
     @staticmethod
-    def begin(table: TableSpec, key: ItemKey, options: SagaOptions) -> Saga:
+    def begin(operation: str, table: TableSpec, key: ItemKey, options: SagaOptions) -> Saga:
         info = workflow.info()
-        return Saga(table, key, options, info.run_id, workflow.now().isoformat())
+        saga = Saga(table, key, options, info.run_id, workflow.now().isoformat())
+        saga.operation = operation
+        saga.local = workflow.patched(FAST_PATH)
+        return saga
 
     @property
     def item(self) -> str:
-        return keys.item_path(self.table, self.key)
+        try:
+            return keys.item_path(self.table, self.key)
+        except (LargeAttrError, KeyError, TypeError, ValueError):  # a key the checks refuse
+            return repr(self.key)
 
     # ------------------------------------------------------------ the ledger
 
@@ -114,17 +147,158 @@ class Saga:
         self.staged.append(staging_key)
         return staging_key
 
+    def stored(self, blob: StoredBlob) -> StoredBlob:
+        """Count an object a step reported as stored (for the details and LaBytesWritten)."""
+        if blob.created:
+            self.bytes_written += blob.meta.size
+            self._show()
+        return blob
+
+    # ------------------------------------------------------------ what it does now
+
+    def doing(self, step: str) -> None:
+        """A step starts: show it in the Web UI's current details (and the ``state`` query)."""
+        self.now.append(step)
+        self._show()
+
+    def did(self, step: str) -> None:
+        """A step ended (done, failed or cancelled)."""
+        if step in self.now:
+            self.now.remove(step)
+            self._show()
+
+    async def tracked(self, step: str, running: Awaitable[T]) -> T:
+        """Await a step that is not run by ``start_step`` (a large blob's transfer), shown
+        as running meanwhile."""
+        self.doing(step)
+        try:
+            return await running
+        finally:
+            self.did(step)
+
+    def _show(self) -> None:
+        written = len(dict.fromkeys(self.written + self.staged))
+        now = "; ".join(self.now) if self.now else self.outcome
+        workflow.set_current_details(
+            f"**{self.operation}** `{self.item}`: {self.phase.name.lower().replace('_', ' ')}\n\n"
+            f"- now: {now}\n"
+            f"- objects written so far: {written} ({human_size(self.bytes_written)} new)"
+        )
+
+    def state(self) -> dict[str, Any]:
+        """The ``state`` query's answer: the same as the current details, as data."""
+        return {
+            "operation": self.operation,
+            "table": self.table.table_name,
+            "item": self.item,
+            "phase": self.phase.name.lower(),
+            "now": list(self.now),
+            "objects": list(dict.fromkeys(self.written + self.staged)),
+            "bytes_written": self.bytes_written,
+            "outcome": self.outcome,
+        }
+
+    def finish(self, outcome: str) -> None:
+        """Record the outcome in the search attributes, when the saga was started with them
+        (``LargeAttrClient`` sets them; a plain client may not, and upserting an attribute
+        the namespace lacks would fail the workflow task)."""
+        self.outcome = outcome
+        self._show()
+        telemetry.saga_finished(self, outcome)  # its metrics and log line, never on replay
+        if not self.local:
+            return
+        if workflow.info().typed_search_attributes.get(search_attributes.OUTCOME) is None:
+            return
+        workflow.upsert_search_attributes(
+            [
+                search_attributes.OUTCOME.value_set(outcome),
+                search_attributes.BYTES_WRITTEN.value_set(self.bytes_written),
+            ]
+        )
+
+    # ------------------------------------------------------------ running a step
+
+    def start_step(
+        self,
+        activity: Callable[..., Any],
+        arg: Any,
+        *,
+        summary: str,
+        per_attempt: timedelta,
+        retry: Any,
+        wait: bool = False,
+    ) -> asyncio.Task[Any]:
+        """Start a short step: a local activity on the fast path, else a regular one."""
+        options: dict[str, Any] = {
+            "start_to_close_timeout": per_attempt,
+            "retry_policy": retry,
+            "summary": summary,
+        }
+        if wait:
+            options["cancellation_type"] = WAIT
+        if self.local:
+            step = workflow.start_local_activity_method(activity, arg, **options)
+        else:
+            step = workflow.start_activity_method(activity, arg, **options)
+        self.doing(summary)
+        step.add_done_callback(lambda _: self.did(summary))
+        return step
+
+    async def run_step(
+        self,
+        activity: Callable[..., Any],
+        arg: Any,
+        *,
+        summary: str,
+        per_attempt: timedelta,
+        retry: Any,
+        wait: bool = False,
+    ) -> Any:
+        step = self.start_step(
+            activity, arg, summary=summary, per_attempt=per_attempt, retry=retry, wait=wait
+        )
+        if not self.local:
+            return await step
+        # A local step is never abandoned to a cancel request: it runs in this worker, so
+        # waiting for it costs nothing, and its result (a committed pivot) is never lost.
+        # The request stops the saga before its pivot (``stop_if_cancelled``).
+        return await run_to_completion(step, "finishing the step first")
+
     # ------------------------------------------------------------ the steps
 
     async def read(self, changes: ItemChanges | None = None) -> ItemState:
         """The item as it is now (consistent read); with ``changes``, also checks that the
-        item will still fit once they are applied."""
-        return await workflow.execute_activity_method(
-            SagaActivities.read_item,
-            ReadItemArgs(self.table, self.key, changes),
-            start_to_close_timeout=DYNAMODB_CALL,
-            retry_policy=BEFORE_PIVOT,
-            summary=f"read {self.item}",
+        item will still fit once they are applied. A regular activity even on the fast path:
+        its result must be recorded before anything depends on it (see ``expect``)."""
+        state: ItemState = await self.tracked(
+            f"read {self.item}",
+            workflow.execute_activity_method(
+                SagaActivities.read_item,
+                ReadItemArgs(self.table, self.key, changes),
+                start_to_close_timeout=DYNAMODB_CALL,
+                retry_policy=BEFORE_PIVOT,
+                summary=f"read {self.item}",
+            ),
+        )
+        return state
+
+    async def expect(self, read: ItemState | None, changes: ItemChanges | None) -> ItemState:
+        """The item the pivot's condition names: as the client read it (part of the input),
+        or else read now. On the fast path the steps are local activities, which a lost
+        workflow task runs again; the "before" they compare against must not move then, or a
+        pivot that committed the first time would be mistaken for someone else's change."""
+        if self.local and read is not None:
+            return read
+        return await self.read(changes)
+
+    async def run(self, body: Callable[[], Awaitable[T]]) -> T:
+        """Run the saga's steps. On the fast path a cancel request never interrupts them (each
+        is short and runs here); the pivot looks at it (``pivot``), so that every run of
+        these steps, a re-run after a lost workflow task too, decides the same way."""
+        if not self.local:
+            return await body()
+        return await run_to_completion(
+            asyncio.ensure_future(body()), "the saga stops at its pivot unless it committed"
         )
 
     async def pivot(
@@ -138,22 +312,34 @@ class Saga:
     ) -> PivotResult:
         """Run the pivot. A failure that may follow a committed attempt is settled by
         reading the item: committed, the saga goes on as committed."""
+        if self.local and workflow.cancellation_reason() is not None:
+            # Cancelled before the pivot. An earlier run of these steps, whose workflow task
+            # was lost (a worker crash, or this very cancel request arriving as it
+            # completed), may have committed it: only the item can tell.
+            self.phase = Phase.AT_PIVOT
+            settled = await self._settle(expected, deleting)
+            if settled is not None:
+                self.phase = Phase.AFTER_PIVOT
+                return settled
+            self.phase = Phase.BEFORE_PIVOT
         stop_if_cancelled()
         self.phase = Phase.AT_PIVOT
         try:
-            result: PivotResult = await workflow.execute_activity_method(
+            result: PivotResult = await self.run_step(
                 step,
                 args,
-                start_to_close_timeout=PIVOT_CALL,
-                retry_policy=BEFORE_PIVOT,
-                cancellation_type=WAIT,
                 summary=f"pivot: {summary}",
+                per_attempt=PIVOT_CALL,
+                retry=BEFORE_PIVOT,
+                wait=True,
             )
-        except (ActivityError, asyncio.CancelledError) as err:
+        except STEP_FAILURES as err:
             if definite(err):
+                self.phase = Phase.BEFORE_PIVOT  # it certainly did not commit
                 raise
             settled = await self._settle(expected, deleting)
             if settled is None:
+                self.phase = Phase.BEFORE_PIVOT
                 raise
             result = settled
         self.phase = Phase.AFTER_PIVOT
@@ -164,12 +350,12 @@ class Saga:
         response was lost. Read the item (until a read succeeds): the pivot's result if it
         committed, None if not. Nothing of the pivot is on the wire any more (PIVOT_CALL)."""
         now = await run_to_completion(
-            workflow.start_activity_method(
+            self.start_step(
                 SagaActivities.read_item,
                 ReadItemArgs(self.table, self.key),
-                start_to_close_timeout=DYNAMODB_CALL,
-                retry_policy=UNTIL_DONE,
                 summary=f"settle: did the pivot commit? read {self.item}",
+                per_attempt=DYNAMODB_CALL,
+                retry=UNTIL_DONE,
             )
         )
         if deleting:
@@ -197,7 +383,9 @@ class Saga:
         try:
             yield
         except STEP_FAILURES as err:
+            wrote = bool(self.written or self.staged) and self.options.clean_up_on_failure
             await self.compensate()
+            self.finish(outcome_of(err, wrote))
             if is_cancelled_exception(err):
                 raise
             raise final_error(err) from err
@@ -208,15 +396,16 @@ class Saga:
             return CleanupResult()
         written = tuple(dict.fromkeys(self.written))
         staged = tuple(dict.fromkeys(self.staged))
-        return await run_to_completion(
-            workflow.start_activity_method(
+        result: CleanupResult = await run_to_completion(
+            self.start_step(
                 SagaActivities.compensate,
                 CompensateArgs(self.table, self.key, self.saga_id, written, staged),
-                start_to_close_timeout=CLEAN_UP,
-                retry_policy=UNTIL_DONE,
                 summary=f"compensate: delete {plural(len(written) + len(staged), 'object')}",
+                per_attempt=CLEAN_UP,
+                retry=UNTIL_DONE,
             )
         )
+        return result
 
     async def clean_up(self, pivot: PivotResult, what: str) -> tuple[str, ...]:
         """After the pivot: delete the objects it superseded (unless the table keeps old
@@ -231,12 +420,12 @@ class Saga:
         if not object_keys:
             return ()
         deleted: tuple[str, ...] = await run_to_completion(
-            workflow.start_activity_method(
+            self.start_step(
                 SagaActivities.delete_objects,
                 DeleteObjectsArgs(self.table.bucket, object_keys, self.table),
-                start_to_close_timeout=CLEAN_UP,
-                retry_policy=UNTIL_DONE,
                 summary=f"delete {plural(len(object_keys), what)}",
+                per_attempt=CLEAN_UP,
+                retry=UNTIL_DONE,
             )
         )
         return tuple(keys.s3_uri(self.table.bucket, k) for k in deleted)
@@ -248,6 +437,7 @@ class Saga:
         deleted: tuple[str, ...],
         stored: Sequence[StoredBlob] = (),
     ) -> ItemResult:
+        self.finish("committed")
         return ItemResult(
             operation=operation,
             table_name=self.table.table_name,
@@ -270,11 +460,31 @@ def activity_cause(err: BaseException) -> BaseException | None:
     return None if cause is None else our_error(cause)
 
 
+def outcome_of(err: BaseException, wrote: bool) -> str:
+    """A failed saga's outcome: compensated (it had written objects, now removed), refused
+    (a verdict on the item or the input, nothing written), cancelled or failed."""
+    if wrote:
+        return "compensated"
+    if is_cancelled_exception(err):
+        return "cancelled"
+    cause = err if isinstance(err, LargeAttrError) else activity_cause(err)
+    return "refused" if isinstance(cause, BUSINESS_ERRORS) else "failed"
+
+
 def definite(err: BaseException) -> bool:
-    """True if a failed pivot certainly did not commit. Any other failure (retries run
+    """True if a failed pivot certainly did not commit: its condition failed and, looking
+    at the item, no earlier attempt of its own had committed; or its first attempt was
+    refused (no table, no access, an item too large). Any other failure (retries run
     out, cancelled between attempts, AccessDenied on a retry...) may follow an attempt
     that committed and lost its response: ``Saga._settle`` finds out."""
-    return isinstance(err, LargeAttrError) or isinstance(activity_cause(err), CONDITION_FAILED)
+    return isinstance(activity_cause(err), CONDITION_FAILED) or nothing_written(err)
+
+
+def nothing_written(err: BaseException) -> bool:
+    """True if a step was refused on its first attempt, before it wrote anything
+    (``largeattr.activities.saga.refusal_on_first_attempt``)."""
+    cause = activity_cause(err)
+    return isinstance(cause, LargeAttrError) and cause.details.get("nothing_written") is True
 
 
 def final_error(err: BaseException) -> LargeAttrError:
@@ -300,7 +510,7 @@ def stop_if_cancelled() -> None:
         raise asyncio.CancelledError("cancellation requested before the pivot")
 
 
-async def run_to_completion(step: asyncio.Task[T]) -> T:
+async def run_to_completion(step: asyncio.Task[T], then: str = "finishing clean-up first") -> T:
     """Await a clean-up step even if the workflow is cancelled meanwhile: once the saga
     committed (or must compensate), leaving clean-up half done would leave orphans."""
     while True:
@@ -309,8 +519,25 @@ async def run_to_completion(step: asyncio.Task[T]) -> T:
         except asyncio.CancelledError:
             if step.done():
                 raise
-            workflow.logger.info("cancellation requested; finishing clean-up first")
+            workflow.logger.info("cancellation requested; %s", then)
 
 
 def plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+class SagaWorkflow:
+    """What the three saga workflows share: the ``state`` query over their ``Saga``."""
+
+    saga: Saga | None = None
+
+    def begin(self, operation: str, table: TableSpec, key: ItemKey, options: SagaOptions) -> Saga:
+        self.saga = Saga.begin(operation, table, key, options)
+        return self.saga
+
+    @workflow.query(name="state")
+    def state(self) -> dict[str, Any]:
+        """Where the saga stands: operation, item, phase, step, objects written, outcome."""
+        if self.saga is None:
+            return {"now": ["checking the input"], "outcome": "running"}
+        return self.saga.state()

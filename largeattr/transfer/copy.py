@@ -27,13 +27,18 @@ def copy_object(
     size: int,
     config: TransferConfig,
     full_crc32: str | None = None,
+    source_bucket: str | None = None,
+    source_etag: str | None = None,
 ) -> bool:
     """Server-side copy into ``spec.key`` with new metadata (and the spec's storage class
     and tags); multipart above ``copy_threshold``. Never overwrites: True if written, False
-    if the key already held an object (the caller checks what it holds)."""
-    source = {"Bucket": spec.bucket, "Key": source_key}
+    if the key already held an object (the caller checks what it holds). The source is in
+    ``spec.bucket`` unless ``source_bucket`` is given; with ``source_etag``, only that
+    version of it is copied (``CopySourceIfMatch``; a changed source fails the copy)."""
+    source = {"Bucket": source_bucket or spec.bucket, "Key": source_key}
+    pinned: dict[str, Any] = {"CopySourceIfMatch": source_etag} if source_etag else {}
     if size > config.copy_threshold:
-        return _copy_in_parts(s3, source, spec, size, config, full_crc32)
+        return _copy_in_parts(s3, source, spec, size, config, full_crc32, pinned)
     args = spec.args()
     if "Tagging" in args:
         args["TaggingDirective"] = "REPLACE"  # else S3 copies the source's tags
@@ -45,6 +50,7 @@ def copy_object(
             MetadataDirective="REPLACE",
             ChecksumAlgorithm="CRC32",
             IfNoneMatch="*",
+            **pinned,
             **args,
         )
     )
@@ -57,11 +63,18 @@ def _copy_in_parts(
     size: int,
     config: TransferConfig,
     full_crc32: str | None,
+    pinned: dict[str, Any],
 ) -> bool:
     # CreateMultipartUpload takes the tags themselves: no TaggingDirective.
     upload_id = create_upload(s3, spec.args(), config)
     part_size = max(config.part_size_for(size), config.copy_part_size)
-    upload = {"Bucket": spec.bucket, "Key": spec.key, "UploadId": upload_id, "CopySource": source}
+    upload = {
+        "Bucket": spec.bucket,
+        "Key": spec.key,
+        "UploadId": upload_id,
+        "CopySource": source,
+        **pinned,
+    }
     try:
         parts = [
             _copy_part(s3, upload, number, start, min(start + part_size, size))

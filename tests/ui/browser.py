@@ -193,12 +193,14 @@ def pending_rows(read: dict[str, list[dict[str, Any]]], name: str) -> list[Pendi
     return rows
 
 
-def activity_summaries(rows: list[EventRow]) -> list[tuple[str, str]]:
-    """(activity type, summary) of each scheduled activity, in history order."""
+def activity_summaries(rows: list[EventRow]) -> list[tuple[str, str, str]]:
+    """(row type, activity type, summary) of each step, in history order: each scheduled
+    activity ("Activity Task Scheduled") and each local activity (a marker, which the UI
+    shows as "Local Activity")."""
     return [
-        (row.details["Activity Type"], row.details.get("Summary", ""))
+        (row.event_type, row.details["Activity Type"], row.details.get("Summary", ""))
         for row in rows
-        if row.event_type == "Activity Task Scheduled"
+        if row.event_type in ("Activity Task Scheduled", "Local Activity")
     ]
 
 

@@ -1,0 +1,156 @@
+"""A worker process's metrics (Prometheus) and logs (one JSON line per saga outcome)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import socket
+import time
+import urllib.request
+
+import pytest
+from temporalio.client import Client
+
+from largeattr import AwsConfig, ItemAlreadyExists, LargeAttrClient, LargeAttrTable, keys
+from tests.test_ui_and_worker import _worker
+
+SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
+LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+Sample = tuple[str, dict[str, str], float]
+
+
+def scrape(port: int) -> list[Sample]:
+    """Every sample of the Prometheus text exposition at /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = []
+    for line in text.splitlines():
+        match = SAMPLE.match(line)
+        if match and not line.startswith("#"):
+            labels = dict(LABEL.findall(match["labels"] or ""))
+            samples.append((match["name"], labels, float(match["value"])))
+    return samples
+
+
+def total(samples: list[Sample], name: str, **labels: str) -> float:
+    """The sum of a metric's samples whose labels include ``labels``."""
+    return sum(
+        value
+        for metric, have, value in samples
+        if metric == name and all(have.get(k) == v for k, v in labels.items())
+    )
+
+
+async def test_worker_serves_saga_metrics_and_logs_one_json_line_per_outcome(
+    temporal: Client, temporal_address: str, aws: AwsConfig, table: LargeAttrTable
+) -> None:
+    port = free_port()
+    queue = f"metrics-{table.table_name}"
+    process = _worker(
+        temporal_address, aws, queue, "--metrics-port", str(port), "--log-format", "json"
+    )
+    try:
+        async with LargeAttrClient(temporal, task_queue=queue, aws=aws) as la:
+            await la.create(table, "doc", blobs={"html": b"<p>one</p>"})
+            await la.update(table, "doc", blobs={"html": b"<p>two</p>"})
+            with pytest.raises(ItemAlreadyExists):  # nothing written: refused
+                await la.create(table, "doc", attributes={"title": "again"})
+            with pytest.raises(ItemAlreadyExists):  # uploaded first, then undone
+                await la.create(table, "doc", blobs={"html": b"<p>three</p>"})
+
+        wanted = {("create", "committed"), ("update", "committed"), ("create", "refused")}
+        wanted.add(("create", "compensated"))
+        deadline = time.monotonic() + 30
+        while True:  # the exporter is read as it is; wait for the last saga's count
+            samples = await asyncio.to_thread(scrape, port)
+            seen = {
+                (op, out)
+                for op, out in wanted
+                if total(samples, "largeattr_sagas", operation=op, outcome=out) >= 1
+            }
+            if seen == wanted or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+        assert seen == wanted, sorted({n for n, _, _ in samples if n.startswith("largeattr")})
+        sagas = [s for s in samples if s[0] == "largeattr_sagas"]
+        assert {labels["task_queue"] for _, labels, _ in sagas} == {queue}
+        assert {labels["workflow_type"] for _, labels, _ in sagas} == {
+            "largeattr.CreateItem",
+            "largeattr.UpdateItem",
+        }
+        assert total(samples, "largeattr_compensations", operation="create") == 1
+        # create, update and the compensated create each sent one blob.
+        sent = len(b"<p>one</p>") + len(b"<p>two</p>") + len(b"<p>three</p>")
+        assert total(samples, "largeattr_bytes_uploaded") == sent
+        assert total(samples, "largeattr_objects_deleted", reason="clean_up") == 1
+        assert total(samples, "largeattr_objects_deleted", reason="compensation") == 1
+        # The SDK's own metrics share the endpoint.
+        assert total(samples, "temporal_workflow_completed", task_queue=queue) >= 2
+        assert total(samples, "temporal_request") >= 1
+        # Verdicts on the item are BENIGN failures: not in the SDK's failure counters.
+        assert total(samples, "temporal_workflow_failed") == 0
+        assert total(samples, "temporal_local_activity_execution_failed") == 0
+
+        process.send_signal(signal.SIGTERM)
+        output, _ = await asyncio.to_thread(process.communicate, None, 30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    text = output.decode()
+    assert process.returncode == 0, text
+    lines = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    assert lines, text
+    assert all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    outcomes = [line for line in lines if line.get("event") == "saga"]
+    assert [(o["operation"], o["outcome"]) for o in outcomes] == [
+        ("create", "committed"),
+        ("update", "committed"),
+        ("create", "refused"),
+        ("create", "compensated"),
+    ], text
+    item = keys.item_path(table.spec, table.key("doc"))
+    workflow_id = keys.workflow_id(table.spec, table.key("doc"))
+    for outcome in outcomes:
+        assert outcome["logger"] == "largeattr.saga"
+        assert outcome["workflow_id"] == workflow_id
+        assert outcome["item"] == item
+        assert outcome["table"] == table.table_name
+        assert isinstance(outcome["duration_s"], float)
+        assert outcome["duration_s"] >= 0
+        assert outcome["level"] == "INFO"  # committed, or a verdict on the item
+        assert workflow_id in outcome["message"]
+    assert "error" not in outcomes[0]
+    assert outcomes[2]["error"] == outcomes[3]["error"] == "ItemAlreadyExists"
+    compensations = [line for line in lines if line.get("event") == "compensation"]
+    assert [(c["operation"], c["objects"]) for c in compensations] == [("create", 1)]
+    # An item that already exists is a verdict, not a crash: no traceback anywhere.
+    assert "Traceback" not in text
+    assert not [line for line in lines if "exception" in line]
+    assert not [line for line in lines if line["level"] in ("WARNING", "ERROR")], text
+
+
+def test_a_metrics_port_in_use_is_refused_with_what_to_do(
+    temporal_address: str, aws: AwsConfig
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        process = _worker(temporal_address, aws, "unused", "--metrics-port", str(port))
+        output, _ = process.communicate(timeout=60)
+    text = output.decode()
+    assert process.returncode == 2, text
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in text
+    assert "choose another --metrics-port" in text
+    assert "Traceback" not in text
