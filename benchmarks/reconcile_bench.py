@@ -30,6 +30,7 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -288,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
             f"RESULT reconcile_ratio={rate / list_rate:.3f} "
             f"peak_rss_mb={max(worker_rss, client_rss):.0f}"
         )
+        shutil.rmtree(work, ignore_errors=True)  # kept, with its logs, when a run fails
         return 0
     finally:
         for process in reversed(processes):

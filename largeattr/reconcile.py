@@ -535,8 +535,14 @@ def _item_of(spec: TableSpec, metadata: dict[str, str]) -> ItemKey | None:
 async def run_beating(work: Awaitable[T], beat: Callable[[], None], every: float = 10.0) -> T:
     """Await ``work`` while calling ``beat`` every ``every`` seconds."""
     task = asyncio.ensure_future(work)
-    while True:
-        done, _ = await asyncio.wait({task}, timeout=every)
-        if done:
-            return task.result()
-        beat()
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=every)
+            if done:
+                return task.result()
+            beat()
+    except asyncio.CancelledError:
+        # Pass the cancel on, and return only once the work has let go of its locks.
+        task.cancel()
+        await asyncio.wait({task})
+        raise

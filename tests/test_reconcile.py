@@ -324,3 +324,26 @@ def test_schedule_command_line() -> None:
         with pytest.raises(InvalidInput):
             parse_every(bad)
     assert run(["schedule", "reconcile", "docs", "--every", "6h"]) == 2  # no bucket: refused
+
+
+@pytest.mark.unit
+async def test_a_cancelled_chunk_returns_only_once_its_work_has_let_go() -> None:
+    from largeattr.reconcile import run_beating
+
+    released: list[str] = []
+    beats: list[str] = []
+
+    async def work() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            await asyncio.sleep(0.2)  # e.g. DeleteObjects still on the wire, then unlock
+            released.append("locks")
+
+    task = asyncio.create_task(run_beating(work(), lambda: beats.append("beat"), every=0.05))
+    await asyncio.sleep(0.3)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert released == ["locks"]
+    assert beats  # it heartbeated while the work ran
