@@ -103,18 +103,18 @@ class SagaView(Protocol):
     operation: str
     updated_at: str
     bytes_written: int
-    written: list[str]
-    staged: list[str]
 
     @property
     def item(self) -> str: ...
 
+    @property
+    def objects(self) -> tuple[str, ...]: ...
 
-def saga_finished(saga: SagaView, outcome: str) -> None:
-    """Count the saga's outcome and log it (and its compensation), once, in workflow code.
-    Called while the step's failure is being handled, so ``sys.exc_info`` is its error."""
+
+def saga_finished(saga: SagaView, outcome: str, failure: BaseException | None) -> None:
+    """Count the saga's outcome and log it (and its compensation), once, in workflow code;
+    ``failure`` is the step failure that decided it (None when it committed)."""
     info = workflow.info()
-    failure = sys.exc_info()[1]
     error = error_name(failure)
     started = datetime.fromisoformat(saga.updated_at)
     fields: dict[str, Any] = {
@@ -133,7 +133,7 @@ def saga_finished(saga: SagaView, outcome: str) -> None:
     level = outcome_level(outcome, failure)
     meter = workflow.metric_meter()
     if outcome == "compensated":
-        objects = len(dict.fromkeys(saga.written + saga.staged))
+        objects = len(saga.objects)
         meter.create_counter(COMPENSATIONS, DESCRIPTIONS[COMPENSATIONS]).add(
             1, {"operation": saga.operation}
         )

@@ -177,7 +177,7 @@ class Saga:
             self.did(step)
 
     def _show(self) -> None:
-        written = len(dict.fromkeys(self.written + self.staged))
+        written = len(self.objects)
         now = "; ".join(self.now) if self.now else self.outcome
         workflow.set_current_details(
             f"**{self.operation}** `{self.item}`: {self.phase.name.lower().replace('_', ' ')}\n\n"
@@ -193,18 +193,24 @@ class Saga:
             "item": self.item,
             "phase": self.phase.name.lower(),
             "now": list(self.now),
-            "objects": list(dict.fromkeys(self.written + self.staged)),
+            "objects": list(self.objects),
             "bytes_written": self.bytes_written,
             "outcome": self.outcome,
         }
 
-    def finish(self, outcome: str) -> None:
-        """Record the outcome in the search attributes, when the saga was started with them
-        (``LargeAttrClient`` sets them; a plain client may not, and upserting an attribute
-        the namespace lacks would fail the workflow task)."""
+    @property
+    def objects(self) -> tuple[str, ...]:
+        """Every key in the ledger, once: what compensation would look at."""
+        return tuple(dict.fromkeys(self.written + self.staged))
+
+    def finish(self, outcome: str, error: BaseException | None = None) -> None:
+        """Record the outcome (and the step failure that decided it, if any) in the search
+        attributes, when the saga was started with them (``LargeAttrClient`` sets them; a
+        plain client may not, and upserting an attribute the namespace lacks would fail the
+        workflow task), and in its metrics and log line (never on replay)."""
         self.outcome = outcome
         self._show()
-        telemetry.saga_finished(self, outcome)  # its metrics and log line, never on replay
+        telemetry.saga_finished(self, outcome, error)
         if not self.local:
             return
         if workflow.info().typed_search_attributes.get(search_attributes.OUTCOME) is None:
@@ -385,7 +391,7 @@ class Saga:
         except STEP_FAILURES as err:
             wrote = bool(self.written or self.staged) and self.options.clean_up_on_failure
             await self.compensate()
-            self.finish(outcome_of(err, wrote))
+            self.finish(outcome_of(err, wrote), err)
             if is_cancelled_exception(err):
                 raise
             raise final_error(err) from err
