@@ -22,7 +22,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from largeattr import cliitems, dynamo, keys
+from largeattr import cliitems, codecserver, dynamo, keys
 from largeattr.aws_errors import reraise
 from largeattr.cliconfig import CliConfig, aws_config, load_config, table_decl, temporal_target
 from largeattr.cliout import (
@@ -637,11 +637,12 @@ def build_parser() -> argparse.ArgumentParser:
     _aws_arguments(adopt)
     adopt.set_defaults(run=cmd_adopt)
     _schedule_commands(commands, common)
+    codecserver.add_commands(commands, common)
     return parser
 
 
 #: Commands that run servers or workers log what they do; the others print only results.
-_LOGGING_COMMANDS = {"demo", "dev", "worker", "setup"}
+_LOGGING_COMMANDS = {"demo", "dev", "worker", "setup", "codec-server"}
 
 
 def run(argv: Sequence[str] | None = None) -> int:

@@ -34,6 +34,7 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
+from temporalio.converter import PayloadCodec
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -164,8 +165,11 @@ class LargeAttrClient:
         transfer: TransferConfig | None = None,
         run_worker: bool = False,
         worker_options: Mapping[str, Any] | None = None,
+        codec: PayloadCodec | Literal["env"] | None = "env",
     ) -> LargeAttrClient:
-        temporal = await connect_temporal(address, namespace)
+        """``codec``: encrypt payloads (``largeattr.codec.EncryptionCodec``); by default the
+        keyring ``LARGEATTR_CODEC_KEY_FILE`` or ``LARGEATTR_CODEC_KEYS`` names, if any."""
+        temporal = await connect_temporal(address, namespace, codec=codec)
         return cls(
             temporal,
             task_queue=task_queue,

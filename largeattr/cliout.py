@@ -32,6 +32,7 @@ from largeattr.errors import (
     ItemNotFound,
     LargeAttrError,
     TableNotFound,
+    UndecryptablePayload,
     VersionConflict,
 )
 from largeattr.messages import ItemResult
@@ -69,7 +70,11 @@ EXIT_CODES: tuple[tuple[int, str, tuple[type[LargeAttrError], ...]], ...] = (
             SearchAttributeConflict,
         ),
     ),
-    (2, "usage: bad arguments, config or input; nothing was written", (InvalidInput,)),
+    (
+        2,
+        "usage: bad arguments, config or input (a codec key missing too); nothing was written",
+        (InvalidInput, UndecryptablePayload),
+    ),
     (
         3,
         "not found: item, table or bucket",

@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 import boto3
 from botocore.config import Config
@@ -23,6 +23,7 @@ from largeattr.errors import InvalidInput
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_s3 import S3Client
+    from temporalio.converter import PayloadCodec
     from temporalio.runtime import Runtime
 
 DEFAULT_TASK_QUEUE = "largeattr"
@@ -137,13 +138,17 @@ async def connect_temporal(
     namespace: str | None = None,
     *,
     runtime: Runtime | None = None,
+    codec: PayloadCodec | Literal["env"] | None = "env",
     **kwargs: Any,
 ) -> Any:
     """A Temporal client from the SDK's env/profile configuration, overridden by arguments.
-    ``runtime``: the SDK runtime its workers report metrics through (the default: none)."""
+    ``runtime``: the SDK runtime its workers report metrics through (the default: none).
+    ``codec``: the payload codec; by default the encryption keyring the environment names
+    (largeattr.codec), if any, so the client, worker and CLI agree without extra flags."""
     from temporalio.client import Client
     from temporalio.envconfig import ClientConfig
 
+    from largeattr.codec import codec_from_env
     from largeattr.failures import data_converter
 
     config: dict[str, Any] = dict(ClientConfig.load_client_connect_config())
@@ -152,7 +157,9 @@ async def connect_temporal(
     if namespace:
         config["namespace"] = namespace
     config.setdefault("target_host", "127.0.0.1:7233")
-    config.setdefault("data_converter", data_converter())
+    config.setdefault(
+        "data_converter", data_converter(codec=codec_from_env() if codec == "env" else codec)
+    )
     config.update(kwargs)
     if runtime is not None:
         config["runtime"] = runtime

@@ -83,6 +83,11 @@ class DanglingReference(LargeAttrError):
     Run ``largeattr check`` to list every such reference, then rewrite or delete the item."""
 
 
+class UndecryptablePayload(LargeAttrError):
+    """A payload is encrypted with a key this process's codec keyring lacks or does not
+    match (largeattr.codec). Add the key that encrypted it back to the keyring."""
+
+
 class SagaFailed(LargeAttrError):
     """A saga failed for a reason without a more specific class; its cause is attached."""
 

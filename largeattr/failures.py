@@ -15,7 +15,12 @@ from typing import Any
 
 import temporalio.api.failure.v1
 from temporalio.client import Client
-from temporalio.converter import DataConverter, DefaultFailureConverter, PayloadConverter
+from temporalio.converter import (
+    DataConverter,
+    DefaultFailureConverter,
+    PayloadCodec,
+    PayloadConverter,
+)
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from largeattr.errors import BUSINESS_ERRORS, LargeAttrError, error_class
@@ -23,6 +28,13 @@ from largeattr.errors import BUSINESS_ERRORS, LargeAttrError, error_class
 
 class LargeAttrFailureConverter(DefaultFailureConverter):
     """The default converter, plus ``LargeAttrError`` to and from ``ApplicationError``."""
+
+    #: Move each failure's message and stack trace into its (codec-encoded) attributes.
+    hide_messages = False
+
+    def __init__(self) -> None:
+        # Ours, not the SDK's flag: the stack trace is trimmed before it is hidden.
+        super().__init__(encode_common_attributes=False)
 
     def to_failure(
         self,
@@ -36,6 +48,8 @@ class LargeAttrFailureConverter(DefaultFailureConverter):
         if isinstance(exception, ApplicationError) and error_class(exception.type):
             failure.stack_trace = ""
         _trim_stack_traces(failure)
+        if self.hide_messages:
+            _hide_message(failure, payload_converter)
 
     def from_failure(
         self,
@@ -43,6 +57,26 @@ class LargeAttrFailureConverter(DefaultFailureConverter):
         payload_converter: PayloadConverter,
     ) -> BaseException:
         return our_error(super().from_failure(failure, payload_converter))
+
+
+class LargeAttrEncryptedFailureConverter(LargeAttrFailureConverter):
+    """With a payload codec (largeattr.codec): a message may quote input, so it travels
+    encrypted like the payloads; the Web UI shows it through the codec server."""
+
+    hide_messages = True
+
+
+def _hide_message(
+    failure: temporalio.api.failure.v1.Failure, payload_converter: PayloadConverter
+) -> None:
+    """The SDK's ``encode_common_attributes`` for one failure (its causes pass through
+    ``to_failure`` themselves); the SDK's ``from_failure`` restores them."""
+    if failure.HasField("encoded_attributes"):
+        return
+    hidden = {"message": failure.message, "stack_trace": failure.stack_trace}
+    failure.encoded_attributes.CopyFrom(payload_converter.to_payloads([hidden])[0])
+    failure.message = "Encoded failure"
+    failure.stack_trace = ""
 
 
 #: The longest stack trace a failure keeps (its innermost frames). The server refuses a
@@ -93,14 +127,19 @@ def our_error(error: BaseException) -> BaseException:
     return ours
 
 
-def data_converter(base: DataConverter = DataConverter.default) -> DataConverter:
-    """``base`` (keeping its payload converter and codec) with our failure mapping."""
-    return dataclasses.replace(base, failure_converter_class=LargeAttrFailureConverter)
+def data_converter(
+    base: DataConverter = DataConverter.default, codec: PayloadCodec | None = None
+) -> DataConverter:
+    """``base`` (keeping its payload converter, and its codec unless ``codec`` is given)
+    with our failure mapping; failure messages are encoded too when there is a codec."""
+    codec = codec or base.payload_codec
+    failures = LargeAttrEncryptedFailureConverter if codec else LargeAttrFailureConverter
+    return dataclasses.replace(base, payload_codec=codec, failure_converter_class=failures)
 
 
 def with_our_failures(temporal: Client) -> Client:
     """The same connection, with our failure mapping (unchanged if it already has it)."""
-    if temporal.data_converter.failure_converter_class is LargeAttrFailureConverter:
+    if issubclass(temporal.data_converter.failure_converter_class, LargeAttrFailureConverter):
         return temporal
     config: dict[str, Any] = dict(temporal.config())
     config["data_converter"] = data_converter(temporal.data_converter)
