@@ -24,7 +24,7 @@ from typing import Any
 from temporalio.client import Client
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
-from largeattr import telemetry
+from largeattr import telemetry, tracing
 from largeattr.activities import SagaActivities
 from largeattr.config import DEFAULT_TASK_QUEUE, AwsConfig, connect_temporal, exit_now
 from largeattr.errors import InvalidInput, LargeAttrError
@@ -97,7 +97,9 @@ async def run_worker(args: argparse.Namespace, ready: asyncio.Event | None = Non
     runtime = None
     if args.metrics_port is not None:
         runtime = telemetry.prometheus_runtime(args.metrics_address, args.metrics_port)
-    temporal = await connect_temporal(args.address, args.namespace, runtime=runtime)
+    temporal = await connect_temporal(
+        args.address, args.namespace, runtime=runtime, tracing=args.tracing
+    )
     worker, executor = build_worker(
         temporal,
         task_queue=args.task_queue,
@@ -197,6 +199,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=telemetry.LOG_FORMATS,
         default="text",
         help="text lines on stderr, or one JSON object per line on stdout",
+    )
+    parser.add_argument(
+        "--tracing",
+        choices=tracing.MODES,
+        help="OpenTelemetry spans of every workflow and activity (needs largeattr[otel]): "
+        "otlp (OTEL_EXPORTER_OTLP_* variables), console, global (your provider), off "
+        f"(default: ${tracing.TRACING_ENV}, else off)",
     )
     parser.add_argument(
         "--sandboxed",

@@ -166,10 +166,12 @@ class LargeAttrClient:
         run_worker: bool = False,
         worker_options: Mapping[str, Any] | None = None,
         codec: PayloadCodec | Literal["env"] | None = "env",
+        tracing: str | None = None,
     ) -> LargeAttrClient:
         """``codec``: encrypt payloads (``largeattr.codec.EncryptionCodec``); by default the
-        keyring ``LARGEATTR_CODEC_KEY_FILE`` or ``LARGEATTR_CODEC_KEYS`` names, if any."""
-        temporal = await connect_temporal(address, namespace, codec=codec)
+        keyring ``LARGEATTR_CODEC_KEY_FILE`` or ``LARGEATTR_CODEC_KEYS`` names, if any.
+        ``tracing``: OpenTelemetry (``largeattr.tracing``; default ``$LARGEATTR_TRACING``)."""
+        temporal = await connect_temporal(address, namespace, codec=codec, tracing=tracing)
         return cls(
             temporal,
             task_queue=task_queue,

@@ -139,15 +139,18 @@ async def connect_temporal(
     *,
     runtime: Runtime | None = None,
     codec: PayloadCodec | Literal["env"] | None = "env",
+    tracing: str | None = None,
     **kwargs: Any,
 ) -> Any:
     """A Temporal client from the SDK's env/profile configuration, overridden by arguments.
     ``runtime``: the SDK runtime its workers report metrics through (the default: none).
     ``codec``: the payload codec; by default the encryption keyring the environment names
-    (largeattr.codec), if any, so the client, worker and CLI agree without extra flags."""
+    (largeattr.codec), if any, so the client, worker and CLI agree without extra flags.
+    ``tracing``: OpenTelemetry mode (largeattr.tracing; default ``$LARGEATTR_TRACING``)."""
     from temporalio.client import Client
     from temporalio.envconfig import ClientConfig
 
+    from largeattr import tracing as otel
     from largeattr.codec import codec_from_env
     from largeattr.failures import data_converter
 
@@ -161,6 +164,7 @@ async def connect_temporal(
         "data_converter", data_converter(codec=codec_from_env() if codec == "env" else codec)
     )
     config.update(kwargs)
+    config["interceptors"] = [*config.get("interceptors", ()), *otel.interceptors(tracing)]
     if runtime is not None:
         config["runtime"] = runtime
     return await Client.connect(**config)
@@ -170,6 +174,9 @@ def exit_now(code: int) -> NoReturn:
     """Flush and leave without interpreter finalisation: the Temporal SDK's native threads
     can crash it after all work is done (temporalio/sdk-python issue 300, "Fatal Python
     error: PyGILState_Release"), which would turn a clean stop into exit code 139."""
+    from largeattr import tracing
+
+    tracing.flush()
     logging.shutdown()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
