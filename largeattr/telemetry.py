@@ -4,7 +4,10 @@ Metrics go through the SDK's own meters, so they share the worker's Prometheus e
 (``worker.py --metrics-port``) with the SDK's ``temporal_*`` metrics:
 
 * workflow side (``saga_finished``, called once per saga by ``Saga.finish``):
-  ``largeattr_sagas{operation,outcome}``, ``largeattr_compensations{operation}``. The
+  ``largeattr_sagas{operation,outcome}``, ``largeattr_compensations{operation}``; and
+  ``largeattr_settled_pivots{operation,committed}`` (``pivot_settled``, called by
+  ``Saga._settle`` each time a pivot left without an answer is settled by reading the
+  item: ``committed`` is "true" when the read found the pivot's own write). The
   workflow meter records nothing while a workflow replays its history (temporalio
   ``workflow.metric_meter``: "replay safe"), and our log lines go through a
   ``workflow.LoggerAdapter``, which skips replay too. A workflow task that failed and runs
@@ -62,6 +65,7 @@ COMPENSATIONS = "largeattr_compensations"
 BYTES_UPLOADED = "largeattr_bytes_uploaded"
 PARTS_RESUMED = "largeattr_parts_resumed"
 OBJECTS_DELETED = "largeattr_objects_deleted"
+SETTLED_PIVOTS = "largeattr_settled_pivots"
 
 DESCRIPTIONS = {
     SAGAS: "Sagas ended, by operation and outcome (committed, refused, compensated, "
@@ -70,6 +74,8 @@ DESCRIPTIONS = {
     BYTES_UPLOADED: "Blob bytes sent to S3 (parts an earlier attempt sent are not counted)",
     PARTS_RESUMED: "Multipart parts S3 already held from an earlier attempt, not sent again",
     OBJECTS_DELETED: "S3 objects deleted, by reason (clean_up, compensation, reconcile)",
+    SETTLED_PIVOTS: "Pivots that ended without an answer, settled by reading the item, by "
+    "whether the read found they had committed",
 }
 
 saga_log = workflow.LoggerAdapter(logging.getLogger("largeattr.saga"), None)
@@ -158,6 +164,14 @@ def saga_finished(saga: SagaView, outcome: str, failure: BaseException | None) -
         f" ({error})" if error else "",
         fields["duration_s"],
         extra={"saga": fields},
+    )
+
+
+def pivot_settled(operation: str, committed: bool) -> None:
+    """Count a settled pivot, in workflow code (nothing is recorded on replay): many with
+    committed="true" mean pivot responses get lost after DynamoDB applied the write."""
+    workflow.metric_meter().create_counter(SETTLED_PIVOTS, DESCRIPTIONS[SETTLED_PIVOTS]).add(
+        1, {"operation": operation, "committed": "true" if committed else "false"}
     )
 
 

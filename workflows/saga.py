@@ -354,7 +354,8 @@ class Saga:
     async def _settle(self, before: ItemState, deleting: bool) -> PivotResult | None:
         """The pivot ended without an answer, yet an attempt may have committed before its
         response was lost. Read the item (until a read succeeds): the pivot's result if it
-        committed, None if not. Nothing of the pivot is on the wire any more (PIVOT_CALL)."""
+        committed, None if not (either way counted in ``largeattr_settled_pivots``). Nothing
+        of the pivot is on the wire any more (PIVOT_CALL)."""
         now = await run_to_completion(
             self.start_step(
                 SagaActivities.read_item,
@@ -364,16 +365,12 @@ class Saga:
                 retry=UNTIL_DONE,
             )
         )
-        if deleting:
-            if now.exists:
-                return None
-            still: set[str] = set()
-            version = before.version
-        else:
-            if not now.exists or now.saga_id != self.saga_id:
-                return None
-            still = set(now.refs.values())
-            version = now.version
+        committed = not now.exists if deleting else now.exists and now.saga_id == self.saga_id
+        telemetry.pivot_settled(self.operation, committed)
+        if not committed:
+            return None
+        still: set[str] = set() if deleting else set(now.refs.values())
+        version = before.version if deleting else now.version
         superseded = [
             uri
             for uri in dict.fromkeys(before.refs.values())
