@@ -49,7 +49,7 @@ from largeattr.errors import (
     TableNotFound,
 )
 from largeattr.failures import application_error, our_error
-from largeattr.messages import TableSpec
+from largeattr.messages import CleanupResult, TableSpec
 
 #: Refusals that no caller can fix by retrying differently: an operator has to look.
 NEEDS_AN_OPERATOR: tuple[type[LargeAttrError], ...] = (
@@ -116,6 +116,12 @@ class SagaView(Protocol):
     @property
     def objects(self) -> tuple[str, ...]: ...
 
+    @property
+    def compensation(self) -> CleanupResult | None: ...
+
+    @property
+    def undone(self) -> str: ...
+
 
 def saga_finished(saga: SagaView, outcome: str, failure: BaseException | None) -> None:
     """Count the saga's outcome and log it (and its compensation), once, in workflow code;
@@ -139,18 +145,23 @@ def saga_finished(saga: SagaView, outcome: str, failure: BaseException | None) -
     level = outcome_level(outcome, failure)
     meter = workflow.metric_meter()
     if outcome == "compensated":
-        objects = len(saga.objects)
         meter.create_counter(COMPENSATIONS, DESCRIPTIONS[COMPENSATIONS]).add(
             1, {"operation": saga.operation}
         )
+        done = saga.compensation or CleanupResult()
+        counts = {
+            "objects": len(saga.objects),
+            "deleted": len(done.deleted),
+            "missing": len(done.missing),
+            "kept": len(done.kept),
+        }
         saga_log.log(
             level,
-            "%s %s: compensation deleted what it wrote before the pivot (%d object%s)",
+            "%s %s: compensation %s",
             info.workflow_id,
             saga.operation,
-            objects,
-            "" if objects == 1 else "s",
-            extra={"saga": {**fields, "event": "compensation", "objects": objects}},
+            saga.undone,
+            extra={"saga": {**fields, "event": "compensation", **counts}},
         )
     meter.create_counter(SAGAS, DESCRIPTIONS[SAGAS]).add(
         1, {"operation": saga.operation, "outcome": outcome}

@@ -158,7 +158,11 @@ async def test_worker_serves_saga_metrics_and_logs_one_json_line_per_outcome(
     assert "error" not in outcomes[0]
     assert outcomes[2]["error"] == outcomes[3]["error"] == "ItemAlreadyExists"
     compensations = [line for line in lines if line.get("event") == "compensation"]
-    assert [(c["operation"], c["objects"]) for c in compensations] == [("create", 1)]
+    assert [
+        (c["operation"], c["objects"], c["deleted"], c["missing"], c["kept"]) for c in compensations
+    ] == [("create", 1, 1, 0, 0)]
+    deleted = "compensation deleted 1 of 1 object"
+    assert compensations[0]["message"] == f"{workflow_id} create: {deleted}"
     # An item that already exists is a verdict, not a crash: no traceback anywhere.
     assert "Traceback" not in text
     assert not [line for line in lines if "exception" in line]
