@@ -67,7 +67,8 @@ class Cleanup:
         return tuple(pending)
 
     def compensate(self, args: CompensateArgs) -> CleanupResult:
-        """Undo a failed saga's writes: its own objects that no committed item references."""
+        """Undo a failed saga's writes: its own objects that no committed item references.
+        Each key's HEAD (which tells whose it is) also tells it apart as missing."""
         spec = args.table
         try:
             referenced = self.items.referenced_keys(spec, args.item_key)
@@ -75,6 +76,7 @@ class Cleanup:
             referenced = set()  # no table, no item: nothing references these objects
         deleted: list[str] = []
         kept: list[str] = []
+        missing: list[str] = []
         aborted = 0
         try:
             for key in dict.fromkeys(args.keys):
@@ -86,6 +88,7 @@ class Cleanup:
                     continue
                 found = head(self.s3, spec.bucket, key)
                 if found is None:
+                    missing.append(key)
                     continue
                 if found.get("Metadata", {}).get("la-saga") == args.saga_id:
                     self.s3.delete_object(Bucket=spec.bucket, Key=key)
@@ -96,14 +99,25 @@ class Cleanup:
                 if not keys.owns_key(spec, key):
                     continue
                 aborted += abort_uploads(self.s3, spec.bucket, key)
-                if head(self.s3, spec.bucket, key) is not None:
+                if head(self.s3, spec.bucket, key) is None:
+                    missing.append(key)
+                else:
                     self.s3.delete_object(Bucket=spec.bucket, Key=key)
                     deleted.append(key)
         except ClientError as err:
             if error_code(err) != "NoSuchBucket":
                 reraise(err, table=spec.table_name, bucket=spec.bucket)
             # The upload failed because the bucket does not exist: nothing to undo.
-        return CleanupResult(deleted=tuple(deleted), kept=tuple(kept), aborted_uploads=aborted)
+            looked = {*deleted, *kept, *missing}
+            for key in dict.fromkeys((*args.keys, *args.staging_keys)):
+                if key not in looked and keys.owns_key(spec, key):
+                    missing.append(key)
+        return CleanupResult(
+            deleted=tuple(deleted),
+            kept=tuple(kept),
+            aborted_uploads=aborted,
+            missing=tuple(missing),
+        )
 
     def delete_unreferenced(
         self, spec: TableSpec, item_key: ItemKey, candidates: Iterable[str]

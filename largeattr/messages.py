@@ -332,6 +332,9 @@ class CleanupResult:
     deleted: tuple[str, ...] = ()
     kept: tuple[str, ...] = ()
     aborted_uploads: int = 0
+    #: Compensation only: keys it found absent (never written, or already gone), so that
+    #: ``deleted`` counts only what it removed. Batch deletes count them as deleted.
+    missing: tuple[str, ...] = ()
 
 
 # ---------------------------------------------------------------- workflow results

@@ -4,7 +4,10 @@ Metrics go through the SDK's own meters, so they share the worker's Prometheus e
 (``worker.py --metrics-port``) with the SDK's ``temporal_*`` metrics:
 
 * workflow side (``saga_finished``, called once per saga by ``Saga.finish``):
-  ``largeattr_sagas{operation,outcome}``, ``largeattr_compensations{operation}``. The
+  ``largeattr_sagas{operation,outcome}``, ``largeattr_compensations{operation}``; and
+  ``largeattr_settled_pivots{operation,committed}`` (``pivot_settled``, called by
+  ``Saga._settle`` each time a pivot left without an answer is settled by reading the
+  item: ``committed`` is "true" when the read found the pivot's own write). The
   workflow meter records nothing while a workflow replays its history (temporalio
   ``workflow.metric_meter``: "replay safe"), and our log lines go through a
   ``workflow.LoggerAdapter``, which skips replay too. A workflow task that failed and runs
@@ -46,7 +49,7 @@ from largeattr.errors import (
     TableNotFound,
 )
 from largeattr.failures import application_error, our_error
-from largeattr.messages import TableSpec
+from largeattr.messages import CleanupResult, TableSpec
 
 #: Refusals that no caller can fix by retrying differently: an operator has to look.
 NEEDS_AN_OPERATOR: tuple[type[LargeAttrError], ...] = (
@@ -62,6 +65,7 @@ COMPENSATIONS = "largeattr_compensations"
 BYTES_UPLOADED = "largeattr_bytes_uploaded"
 PARTS_RESUMED = "largeattr_parts_resumed"
 OBJECTS_DELETED = "largeattr_objects_deleted"
+SETTLED_PIVOTS = "largeattr_settled_pivots"
 
 DESCRIPTIONS = {
     SAGAS: "Sagas ended, by operation and outcome (committed, refused, compensated, "
@@ -70,6 +74,8 @@ DESCRIPTIONS = {
     BYTES_UPLOADED: "Blob bytes sent to S3 (parts an earlier attempt sent are not counted)",
     PARTS_RESUMED: "Multipart parts S3 already held from an earlier attempt, not sent again",
     OBJECTS_DELETED: "S3 objects deleted, by reason (clean_up, compensation, reconcile)",
+    SETTLED_PIVOTS: "Pivots that ended without an answer, settled by reading the item, by "
+    "whether the read found they had committed",
 }
 
 saga_log = workflow.LoggerAdapter(logging.getLogger("largeattr.saga"), None)
@@ -110,6 +116,12 @@ class SagaView(Protocol):
     @property
     def objects(self) -> tuple[str, ...]: ...
 
+    @property
+    def compensation(self) -> CleanupResult | None: ...
+
+    @property
+    def undone(self) -> str: ...
+
 
 def saga_finished(saga: SagaView, outcome: str, failure: BaseException | None) -> None:
     """Count the saga's outcome and log it (and its compensation), once, in workflow code;
@@ -133,18 +145,23 @@ def saga_finished(saga: SagaView, outcome: str, failure: BaseException | None) -
     level = outcome_level(outcome, failure)
     meter = workflow.metric_meter()
     if outcome == "compensated":
-        objects = len(saga.objects)
         meter.create_counter(COMPENSATIONS, DESCRIPTIONS[COMPENSATIONS]).add(
             1, {"operation": saga.operation}
         )
+        done = saga.compensation or CleanupResult()
+        counts = {
+            "objects": len(saga.objects),
+            "deleted": len(done.deleted),
+            "missing": len(done.missing),
+            "kept": len(done.kept),
+        }
         saga_log.log(
             level,
-            "%s %s: compensation deleted what it wrote before the pivot (%d object%s)",
+            "%s %s: compensation %s",
             info.workflow_id,
             saga.operation,
-            objects,
-            "" if objects == 1 else "s",
-            extra={"saga": {**fields, "event": "compensation", "objects": objects}},
+            saga.undone,
+            extra={"saga": {**fields, "event": "compensation", **counts}},
         )
     meter.create_counter(SAGAS, DESCRIPTIONS[SAGAS]).add(
         1, {"operation": saga.operation, "outcome": outcome}
@@ -158,6 +175,14 @@ def saga_finished(saga: SagaView, outcome: str, failure: BaseException | None) -
         f" ({error})" if error else "",
         fields["duration_s"],
         extra={"saga": fields},
+    )
+
+
+def pivot_settled(operation: str, committed: bool) -> None:
+    """Count a settled pivot, in workflow code (nothing is recorded on replay): many with
+    committed="true" mean pivot responses get lost after DynamoDB applied the write."""
+    workflow.metric_meter().create_counter(SETTLED_PIVOTS, DESCRIPTIONS[SETTLED_PIVOTS]).add(
+        1, {"operation": operation, "committed": "true" if committed else "false"}
     )
 
 

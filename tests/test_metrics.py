@@ -9,11 +9,21 @@ import signal
 import socket
 import time
 import urllib.request
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 from temporalio.client import Client
 
-from largeattr import AwsConfig, ItemAlreadyExists, LargeAttrClient, LargeAttrTable, keys
+from largeattr import (
+    AwsConfig,
+    ItemAlreadyExists,
+    LargeAttrClient,
+    LargeAttrTable,
+    SagaFailed,
+    keys,
+)
+from tests.conftest import object_keys, steps
 from tests.test_ui_and_worker import _worker
 
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -51,6 +61,23 @@ def total(samples: list[Sample], name: str, **labels: str) -> float:
     )
 
 
+async def scrape_until(
+    port: int, done: Callable[[list[Sample]], bool], timeout: float = 30
+) -> list[Sample]:
+    """Scrape until ``done`` holds (the exporter is read as it is: a saga's count may land
+    just after its result), or until ``timeout``; the last scrape either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        samples = await asyncio.to_thread(scrape, port)
+        if done(samples) or time.monotonic() > deadline:
+            return samples
+        await asyncio.sleep(0.2)
+
+
+def ours(samples: list[Sample]) -> list[str]:
+    return sorted({n for n, _, _ in samples if n.startswith("largeattr")})
+
+
 async def test_worker_serves_saga_metrics_and_logs_one_json_line_per_outcome(
     temporal: Client, temporal_address: str, aws: AwsConfig, table: LargeAttrTable
 ) -> None:
@@ -70,18 +97,16 @@ async def test_worker_serves_saga_metrics_and_logs_one_json_line_per_outcome(
 
         wanted = {("create", "committed"), ("update", "committed"), ("create", "refused")}
         wanted.add(("create", "compensated"))
-        deadline = time.monotonic() + 30
-        while True:  # the exporter is read as it is; wait for the last saga's count
-            samples = await asyncio.to_thread(scrape, port)
-            seen = {
+
+        def seen(samples: list[Sample]) -> set[tuple[str, str]]:
+            return {
                 (op, out)
                 for op, out in wanted
                 if total(samples, "largeattr_sagas", operation=op, outcome=out) >= 1
             }
-            if seen == wanted or time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.2)
-        assert seen == wanted, sorted({n for n, _, _ in samples if n.startswith("largeattr")})
+
+        samples = await scrape_until(port, lambda samples: seen(samples) == wanted)
+        assert seen(samples) == wanted, ours(samples)
         sagas = [s for s in samples if s[0] == "largeattr_sagas"]
         assert {labels["task_queue"] for _, labels, _ in sagas} == {queue}
         assert {labels["workflow_type"] for _, labels, _ in sagas} == {
@@ -133,11 +158,55 @@ async def test_worker_serves_saga_metrics_and_logs_one_json_line_per_outcome(
     assert "error" not in outcomes[0]
     assert outcomes[2]["error"] == outcomes[3]["error"] == "ItemAlreadyExists"
     compensations = [line for line in lines if line.get("event") == "compensation"]
-    assert [(c["operation"], c["objects"]) for c in compensations] == [("create", 1)]
+    assert [
+        (c["operation"], c["objects"], c["deleted"], c["missing"], c["kept"]) for c in compensations
+    ] == [("create", 1, 1, 0, 0)]
+    deleted = "compensation deleted 1 of 1 object"
+    assert compensations[0]["message"] == f"{workflow_id} create: {deleted}"
     # An item that already exists is a verdict, not a crash: no traceback anywhere.
     assert "Traceback" not in text
     assert not [line for line in lines if "exception" in line]
     assert not [line for line in lines if line["level"] in ("WARNING", "ERROR")], text
+
+
+async def test_a_settled_pivot_is_counted_with_whether_it_had_committed(
+    temporal: Client, temporal_address: str, aws: AwsConfig, table: LargeAttrTable, s3: Any
+) -> None:
+    """A cancel request already in the history when the saga's first workflow task runs:
+    the steps run, and the pivot, seeing the request, first settles whether an earlier run
+    of them committed (a read: it did not), then the saga compensates and ends cancelled."""
+    port = free_port()
+    queue = f"settle-{table.table_name}"
+    async with LargeAttrClient(temporal, task_queue=queue, aws=aws) as la:
+        # No worker polls the queue yet, so the request is in before the first task.
+        handle = await la.start_create(table, "doc", blobs={"html": b"<p>never</p>"})
+        await handle.cancel()
+        process = _worker(temporal_address, aws, queue, "--metrics-port", str(port))
+        try:
+            with pytest.raises(SagaFailed, match="did not finish"):
+                await la.result(handle)
+            samples = await scrape_until(
+                port, lambda samples: total(samples, "largeattr_sagas", outcome="compensated") >= 1
+            )
+        finally:
+            process.kill()
+            process.wait()
+    settled = [s for s in samples if s[0] == "largeattr_settled_pivots"]
+    assert settled, ours(samples)
+    assert total(samples, "largeattr_settled_pivots", operation="create", committed="false") == 1
+    assert total(samples, "largeattr_settled_pivots", committed="true") == 0
+    assert {(labels["task_queue"], labels["workflow_type"]) for _, labels, _ in settled} == {
+        (queue, "largeattr.CreateItem")
+    }
+    assert total(samples, "largeattr_sagas", operation="create", outcome="compensated") == 1
+    assert total(samples, "largeattr_objects_deleted", reason="compensation") == 1
+    history = await handle.fetch_history()
+    assert (
+        "largeattr.read_item",
+        f"settle: did the pivot commit? read {keys.item_path(table.spec, table.key('doc'))}",
+        1,
+    ) in steps(history)
+    assert object_keys(s3, table) == set()
 
 
 def test_a_metrics_port_in_use_is_refused_with_what_to_do(

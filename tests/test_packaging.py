@@ -44,7 +44,7 @@ SERVICES = {
     "worker",
 }
 ONE_SHOTS = {"temporal-schema", "temporal-namespace", "setup"}
-PUBLISHED = {"temporal": 7233, "temporal-ui": 8080, "aws": 5000}
+PUBLISHED = {"temporal": 7233, "temporal-ui": 8080, "aws": 5000, "worker": 9464}
 
 # What each image ships that a health check or a one-shot script may run.
 BUSYBOX = frozenset({"sh", "nc", "grep", "cat", "sleep", "wget"})  # Alpine's base
@@ -190,13 +190,24 @@ def test_compose_runs_the_whole_stack() -> None:
     assert set(services()) == SERVICES
 
 
+def published_ports(service: Mapping[str, Any]) -> list[tuple[range, int]]:
+    """(host ports, container port) of each port the service publishes on 127.0.0.1; a
+    port published on any other address fails the test."""
+    found = []
+    for port in service.get("ports", []):
+        match = re.fullmatch(r"127\.0\.0\.1:(\d+)(?:-(\d+))?:(\d+)", str(port))
+        assert match, f"{port!r} is not published on 127.0.0.1 only"
+        first = int(match[1])
+        found.append((range(first, int(match[2] or first) + 1), int(match[3])))
+    return found
+
+
 def test_compose_publishes_ports_on_loopback_only() -> None:
-    published: dict[str, int] = {}
-    for name, service in services().items():
-        for port in service.get("ports", []):
-            match = re.fullmatch(r"127\.0\.0\.1:(\d+):(\d+)", str(port))
-            assert match, f"{name}: {port!r} is not published on 127.0.0.1 only"
-            published[name] = int(match[2])
+    published = {
+        name: container
+        for name, service in services().items()
+        for _, container in published_ports(service)
+    }
     assert published == PUBLISHED
 
 
@@ -315,6 +326,26 @@ def test_compose_start_order() -> None:
         if condition["condition"] == "service_completed_successfully"
     }
     assert awaited == ONE_SHOTS
+
+
+def test_compose_workers_serve_metrics_each_on_a_host_port_of_its_own() -> None:
+    # Parsed by the worker's own argument parser: the flags exist and take these values.
+    args = worker_args()
+    assert args.metrics_port == 9464
+    assert args.metrics_address == "0.0.0.0"  # inside the container: the compose network
+    worker_service = services()["worker"]
+    ((hosts, container),) = published_ports(worker_service)
+    assert container == args.metrics_port
+    # Replicas share the service's mapping: a single host port would clash between them.
+    assert len(hosts) >= worker_service["deploy"]["replicas"]
+    others = {
+        port
+        for name, service in services().items()
+        if name != "worker"
+        for ports, _ in published_ports(service)
+        for port in ports
+    }
+    assert not set(hosts) & others
 
 
 def test_compose_worker_stops_after_its_shutdown_grace() -> None:

@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import Client, WorkflowFailureError
 
 from largeattr import (
@@ -306,6 +307,55 @@ async def test_create_failure_before_pivot_is_compensated(
     faults.fail(name, times=-1, error=lambda: client_error("AccessDenied", 403), match=matches)
     with no_change(s3, dynamodb, table, table.key("doc-1")), pytest.raises(expected):
         await la.create(table, "doc-1", blobs={"html": HTML, "image": IMAGE})
+
+
+@pytest.mark.parametrize(
+    ("gone", "undone"),
+    [
+        (0, "deleted 2 of 2 objects"),
+        (1, "deleted 1 of 2 objects; 1 was not there (already gone, or never written)"),
+    ],
+    ids=["none-gone", "one-gone"],
+)
+async def test_compensation_counts_only_what_it_deleted(
+    la: LargeAttrClient, table: LargeAttrTable, faults: Faults, s3: Any, gone: int, undone: str
+) -> None:
+    """A create uploads two objects (and, in one case, one is deleted behind its back), then
+    its pivot is refused (the item exists): compensation deletes what is left. The step's
+    summary says what it will try; its details, its state and the saga's error count what
+    it did."""
+    await la.create(table, "doc-1", attributes={"title": "first"})
+    before = object_keys(s3, table)
+
+    def delete_the_html(_: dict[str, Any]) -> None:
+        (html,) = [k for k in object_keys(s3, table) - before if "attr=html/" in k]
+        s3.delete_object(Bucket=table.bucket, Key=html)
+
+    faults.calls.clear()
+    if gone:
+        faults.before("PutItem", delete_the_html)
+    handle = await la.start_create(table, "doc-1", blobs={"html": HTML, "image": IMAGE})
+    with pytest.raises(ItemAlreadyExists) as refused:
+        await la.result(handle)
+    assert str(refused.value).endswith(f"overwrite=True. Compensation {undone}.")
+    assert object_keys(s3, table) == before
+    history = await handle.fetch_history()
+    summary = "compensate: remove up to 2 objects this saga wrote"
+    assert ("largeattr.compensate", summary, 1) in steps(history)
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    assert metadata.current_details.endswith(f"\n- compensation: {undone}")
+    assert (await handle.query("state"))["compensation"] == undone
+    # Compensation reads the item, then for each key lists its unfinished uploads and asks
+    # S3 for the object (HEAD: whose it is, and whether it is there); it deletes only what
+    # that HEAD found. No request is added to tell a missing object apart.
+    assert dict(faults.calls) == {
+        "s3.PutObject": 2,
+        "dynamodb.PutItem": 1,
+        "dynamodb.GetItem": 1,
+        "s3.ListMultipartUploads": 2,
+        "s3.HeadObject": 2,
+        "s3.DeleteObject": 2 - gone,
+    }
 
 
 async def test_small_uploads_need_no_head(

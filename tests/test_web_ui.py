@@ -410,15 +410,17 @@ def test_a_compensated_create_shows_its_compensation_and_the_reason(shown: Shown
     uploads_then(
         rows,
         ("largeattr.put_item", "pivot: put item (if absent)"),
-        ("largeattr.compensate", "compensate: delete 2 objects"),
+        ("largeattr.compensate", "compensate: remove up to 2 objects this saga wrote"),
     )
     failed = rows[-1]
     assert failed.event_type == "Workflow Execution Failed"
     assert "already exists" in failed.details["Failure Message"]
+    assert failed.details["Failure Message"].endswith("Compensation deleted 2 of 2 objects.")
     assert text(shown.read, "compensated-current-details").splitlines() == [
         "create pk=compensated: before pivot",
         "now: compensated",
         "objects written so far: 2 (12.0 KB new)",
+        "compensation: deleted 2 of 2 objects",
     ]
     assert our_search_attributes(shown, "compensated") == {
         "LaTable": shown.table.table_name,

@@ -120,6 +120,8 @@ class Saga:
     now: list[str] = field(default_factory=list)
     bytes_written: int = 0
     outcome: str = "running"
+    #: What compensation found and did, once it ran.
+    compensation: CleanupResult | None = None
 
     @staticmethod
     def begin(operation: str, table: TableSpec, key: ItemKey, options: SagaOptions) -> Saga:
@@ -179,11 +181,14 @@ class Saga:
     def _show(self) -> None:
         written = len(self.objects)
         now = "; ".join(self.now) if self.now else self.outcome
-        workflow.set_current_details(
+        details = (
             f"**{self.operation}** `{self.item}`: {self.phase.name.lower().replace('_', ' ')}\n\n"
             f"- now: {now}\n"
             f"- objects written so far: {written} ({human_size(self.bytes_written)} new)"
         )
+        if self.compensation is not None:
+            details += f"\n- compensation: {self.undone}"
+        workflow.set_current_details(details)
 
     def state(self) -> dict[str, Any]:
         """The ``state`` query's answer: the same as the current details, as data."""
@@ -196,12 +201,30 @@ class Saga:
             "objects": list(self.objects),
             "bytes_written": self.bytes_written,
             "outcome": self.outcome,
+            "compensation": self.undone,
         }
 
     @property
     def objects(self) -> tuple[str, ...]:
         """Every key in the ledger, once: what compensation would look at."""
         return tuple(dict.fromkeys(self.written + self.staged))
+
+    @property
+    def undone(self) -> str:
+        """What compensation did, counted from its result ("" until it ran): the current
+        details, the log line and a compensated saga's error all say this."""
+        result = self.compensation
+        if result is None:
+            return ""
+        said = [f"deleted {len(result.deleted)} of {plural(len(self.objects), 'object')}"]
+        if result.missing:
+            were = "was" if len(result.missing) == 1 else "were"
+            said.append(f"{len(result.missing)} {were} not there (already gone, or never written)")
+        if result.kept:
+            said.append(f"{len(result.kept)} kept (referenced by the item, or another saga's)")
+        if result.aborted_uploads:
+            said.append(f"aborted {plural(result.aborted_uploads, 'unfinished upload')}")
+        return "; ".join(said)
 
     def finish(self, outcome: str, error: BaseException | None = None) -> None:
         """Record the outcome (and the step failure that decided it, if any) in the search
@@ -354,7 +377,8 @@ class Saga:
     async def _settle(self, before: ItemState, deleting: bool) -> PivotResult | None:
         """The pivot ended without an answer, yet an attempt may have committed before its
         response was lost. Read the item (until a read succeeds): the pivot's result if it
-        committed, None if not. Nothing of the pivot is on the wire any more (PIVOT_CALL)."""
+        committed, None if not (either way counted in ``largeattr_settled_pivots``). Nothing
+        of the pivot is on the wire any more (PIVOT_CALL)."""
         now = await run_to_completion(
             self.start_step(
                 SagaActivities.read_item,
@@ -364,16 +388,12 @@ class Saga:
                 retry=UNTIL_DONE,
             )
         )
-        if deleting:
-            if now.exists:
-                return None
-            still: set[str] = set()
-            version = before.version
-        else:
-            if not now.exists or now.saga_id != self.saga_id:
-                return None
-            still = set(now.refs.values())
-            version = now.version
+        committed = not now.exists if deleting else now.exists and now.saga_id == self.saga_id
+        telemetry.pivot_settled(self.operation, committed)
+        if not committed:
+            return None
+        still: set[str] = set() if deleting else set(now.refs.values())
+        version = before.version if deleting else now.version
         superseded = [
             uri
             for uri in dict.fromkeys(before.refs.values())
@@ -394,7 +414,7 @@ class Saga:
             self.finish(outcome_of(err, wrote), err)
             if is_cancelled_exception(err):
                 raise
-            raise final_error(err) from err
+            raise final_error(err, self.undone) from err
 
     async def compensate(self) -> CleanupResult:
         """Remove what this saga wrote before its pivot failed; retried until done."""
@@ -402,15 +422,19 @@ class Saga:
             return CleanupResult()
         written = tuple(dict.fromkeys(self.written))
         staged = tuple(dict.fromkeys(self.staged))
+        # The ledger holds every key a step may have written: the count is what it looks at.
         result: CleanupResult = await run_to_completion(
             self.start_step(
                 SagaActivities.compensate,
                 CompensateArgs(self.table, self.key, self.saga_id, written, staged),
-                summary=f"compensate: delete {plural(len(written) + len(staged), 'object')}",
+                summary=f"compensate: remove up to {plural(len(self.objects), 'object')} "
+                "this saga wrote",
                 per_attempt=CLEAN_UP,
                 retry=UNTIL_DONE,
             )
         )
+        self.compensation = result
+        self._show()
         return result
 
     async def clean_up(self, pivot: PivotResult, what: str) -> tuple[str, ...]:
@@ -493,16 +517,24 @@ def nothing_written(err: BaseException) -> bool:
     return isinstance(cause, LargeAttrError) and cause.details.get("nothing_written") is True
 
 
-def final_error(err: BaseException) -> LargeAttrError:
-    """The saga's failure for a failed step: the error the step raised (a new instance,
-    so that ``raise ... from err`` holds no cycle)."""
+def final_error(err: BaseException, undone: str = "") -> LargeAttrError:
+    """The saga's failure for a failed step, and what compensation did if it ran."""
+    error = step_failure(err)
+    if not undone:
+        return error
+    return type(error)(f"{error.message.rstrip('.')}. Compensation {undone}.", **error.details)
+
+
+def step_failure(err: BaseException) -> LargeAttrError:
+    """The error a failed step raised (a new instance, so that ``raise ... from err`` holds
+    no cycle)."""
     cause = err if isinstance(err, LargeAttrError) else activity_cause(err)
     if isinstance(cause, LargeAttrError):
         return type(cause)(cause.message, **cause.details)
     if isinstance(cause, ApplicationError):
         return SagaFailed(f"{cause.type or 'error'}: {cause.message}")
     if isinstance(cause, TimeoutError):
-        return SagaFailed(f"a step timed out ({cause.type}); the saga was compensated")
+        return SagaFailed(f"a step timed out ({cause.type})")
     if cause is not None and is_cancelled_exception(cause):
         return SagaFailed("the saga was cancelled before its pivot; nothing was changed")
     return SagaFailed(str(cause) or type(cause).__name__)
