@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -33,7 +33,7 @@ def spans() -> InMemorySpanExporter:
 
 
 @pytest.fixture(scope="module")
-async def traced(temporal_address: str, spans: InMemorySpanExporter) -> AsyncIterator[Client]:
+async def traced(temporal_address: str, spans: InMemorySpanExporter) -> Client:
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
     tracer = provider.get_tracer("largeattr-tests")
@@ -42,7 +42,7 @@ async def traced(temporal_address: str, spans: InMemorySpanExporter) -> AsyncIte
         data_converter=data_converter(),
         interceptors=tracing.interceptors("global", tracer=tracer),
     )
-    yield client
+    return client
 
 
 def by_trace(finished: tuple[ReadableSpan, ...], root: str) -> dict[int, list[ReadableSpan]]:
