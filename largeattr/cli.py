@@ -105,14 +105,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from largeattr.devstack import embedded_stack
+    from largeattr.devstack import embedded_stack, free_port
 
-    with embedded_stack(args.data_dir) as stack:
+    # With a codec keyring in the environment, the Web UI decodes through a codec server
+    # this command runs (loopback, open to the UI's origin only).
+    ui_port = free_port(8233)
+    codec_url = codecserver.serve_for_ui(ui_port)
+    with embedded_stack(args.data_dir, ui_port=ui_port, ui_codec_endpoint=codec_url) as stack:
         print(f"Temporal    : {stack.temporal_address}  (Web UI {stack.ui_url})")
         print(f"S3+DynamoDB : {stack.aws_endpoint}")
+        if codec_url:
+            print(f"Codec server: {codec_url}  (the Web UI decodes with the environment's keys)")
         print("From another shell, point largeattr (and boto3, the Temporal CLI) at it:")
         for line in stack.export_lines():
             print(f"  {line}")
+        if codec_url:
+            print(f"  export TEMPORAL_CODEC_ENDPOINT={codec_url}   # for `temporal workflow show`")
+            print("  (and the same LARGEATTR_CODEC_KEY_FILE or LARGEATTR_CODEC_KEYS)")
         print("Ctrl-C to stop.", flush=True)
         try:
             while all(p.poll() is None for p in stack.processes):

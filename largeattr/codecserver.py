@@ -194,6 +194,18 @@ def service_from_args(args: argparse.Namespace) -> CodecService:
     )
 
 
+def serve_for_ui(ui_port: int) -> str | None:
+    """A codec server in this process (a daemon thread) for the dev stack's Web UI on
+    ``ui_port``, with the keyring the environment names; None when it names none."""
+    keyring = Keyring.from_env()
+    if keyring is None:
+        return None
+    origins = frozenset(f"http://{host}:{ui_port}" for host in ("127.0.0.1", "localhost"))
+    server = make_server(CodecService(EncryptionCodec(keyring), origins=origins), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
 def cmd_codec_server(args: argparse.Namespace) -> int:
     server = make_server(service_from_args(args), args.host, args.port)
     url = f"http://{args.host}:{server.server_address[1]}"

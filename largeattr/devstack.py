@@ -252,13 +252,18 @@ def embedded_stack(
     ui_port: int | None = 8233,
     aws_port: int | None = 5000,
     ui: bool = True,
+    ui_codec_endpoint: str | None = None,
 ) -> Iterator[Stack]:
-    """Start Temporal and moto; stop both on exit."""
+    """Start Temporal and moto; stop both on exit. ``ui_codec_endpoint``: the codec server
+    the Web UI decodes payloads with (``largeattr codec-server``)."""
     directory = Path(data_dir)
     directory.mkdir(parents=True, exist_ok=True)
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        temporal, port, uport = start_temporal(directory, temporal_port, ui_port, ui)
+        codec = ["--ui-codec-endpoint", ui_codec_endpoint] if ui_codec_endpoint else []
+        temporal, port, uport = start_temporal(
+            directory, temporal_port, ui_port, ui, extra_args=codec
+        )
         processes.append(temporal)
         moto_process, mport = start_moto(aws_port, directory / "moto.log")
         processes.append(moto_process)

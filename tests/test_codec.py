@@ -33,7 +33,7 @@ from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
 from largeattr.activities import SagaActivities
 from largeattr.cli import run as cli_run
 from largeattr.codec import ENCODING, KEY_ID, EncryptionCodec, Keyring, new_key_entry
-from largeattr.codecserver import CodecService, make_server
+from largeattr.codecserver import CodecService, make_server, serve_for_ui
 from largeattr.devstack import temporal_binary
 from largeattr.errors import InvalidInput, ItemAlreadyExists, TableNotFound, UndecryptablePayload
 from largeattr.failures import data_converter
@@ -536,3 +536,27 @@ def test_the_codec_server_command_serves_the_keyring_it_is_given(tmp_path: Path)
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.unit
+def test_largeattr_dev_serves_the_codec_to_its_web_ui_when_keys_are_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``largeattr dev`` passes this URL to ``--ui-codec-endpoint`` (checked by hand: the UI's
+    /api/v1/settings then names it); the page's origin is the only one let in."""
+    monkeypatch.delenv("LARGEATTR_CODEC_KEY_FILE", raising=False)
+    monkeypatch.delenv("LARGEATTR_CODEC_KEYS", raising=False)
+    assert serve_for_ui(8233) is None
+    entry = new_key_entry("dev")
+    monkeypatch.setenv("LARGEATTR_CODEC_KEYS", entry)
+    url = serve_for_ui(8233)
+    assert url is not None
+    sealed = EncryptionCodec(Keyring.parse([entry], "test")).encrypt(payload(ATTR_MARK))
+    status, headers, body = post(
+        f"{url}/decode", wire(sealed), Origin="http://localhost:8233", **{"X-Namespace": "d"}
+    )
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "http://localhost:8233"
+    assert ATTR_MARK in base64.b64decode(json.loads(body)["payloads"][0]["data"]).decode()
+    other = post(f"{url}/decode", wire(sealed), Origin="http://127.0.0.1:9999")[1]
+    assert "Access-Control-Allow-Origin" not in other

