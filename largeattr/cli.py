@@ -160,14 +160,13 @@ def cmd_setup(args: argparse.Namespace) -> int:
         done.update(setup(s3, dynamodb, table, region, args.partition_key_type, args.sort_key_type))
     lines = [f"{name}: {value}" for name, value in done.items()]
     if args.search_attributes:
-        from largeattr.config import connect_temporal
         from largeattr.provision import ensure_search_attributes
         from largeattr.search_attributes import SEARCH_ATTRIBUTES
 
         target = temporal_target(args, _config(args))
 
         async def register() -> tuple[str, dict[str, str]]:
-            temporal = await connect_temporal(target.address, target.namespace)
+            temporal = await target.connect()
             return temporal.namespace, await ensure_search_attributes(temporal)
 
         namespace, registered = asyncio.run(register())
@@ -315,12 +314,10 @@ def cmd_check(args: argparse.Namespace) -> int:
     storage = Storage(s3, dynamodb)
     report = check_storage(storage, table.spec, verify_bytes=not args.no_bytes)
     if args.address:
-        from largeattr.config import connect_temporal
-
         target = temporal_target(args, _config(args))
 
         async def drift() -> None:
-            temporal = await connect_temporal(target.address, target.namespace)
+            temporal = await target.connect()
             keys = known_keys(storage, table.spec)
             report.drift.extend(await check_drift(storage, table.spec, temporal, keys))
 
@@ -345,7 +342,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
     async def run() -> None:
         la = await LargeAttrClient.connect(
-            target.address, target.namespace, task_queue=target.task_queue, aws=_aws(args)
+            target.address,
+            target.namespace,
+            task_queue=target.task_queue,
+            aws=_aws(args),
+            codec=target.codec(),
         )
         async with la:
             result = await la.reconcile(table, grace_seconds=args.grace, dry_run=args.dry_run)
@@ -368,7 +369,11 @@ def cmd_adopt(args: argparse.Namespace) -> int:
 
     async def run() -> bool:
         la = await LargeAttrClient.connect(
-            target.address, target.namespace, task_queue=target.task_queue, aws=_aws(args)
+            target.address,
+            target.namespace,
+            task_queue=target.task_queue,
+            aws=_aws(args),
+            codec=target.codec(),
         )
         async with la:
             report = await la.adopt_table(
@@ -397,7 +402,6 @@ def _item_command(
 
 
 def cmd_schedule_reconcile(args: argparse.Namespace) -> int:
-    from largeattr.config import connect_temporal
     from largeattr.schedule import (
         parse_every,
         remove_reconcile_schedule,
@@ -409,7 +413,7 @@ def cmd_schedule_reconcile(args: argparse.Namespace) -> int:
     if args.remove:
 
         async def remove() -> bool:
-            temporal = await connect_temporal(target.address, target.namespace)
+            temporal = await target.connect()
             return await remove_reconcile_schedule(temporal, args.table)
 
         removed = asyncio.run(remove())
@@ -421,7 +425,7 @@ def cmd_schedule_reconcile(args: argparse.Namespace) -> int:
     table = _table(args, keep_old_versions=args.keep_old_versions or None)
 
     async def apply() -> bool:
-        temporal = await connect_temporal(target.address, target.namespace)
+        temporal = await target.connect()
         _, created = await schedule_reconcile(
             temporal, table, every, task_queue=target.task_queue, grace_seconds=args.grace
         )

@@ -219,7 +219,11 @@ async def _write(args: argparse.Namespace, config: CliConfig, operation: str) ->
     target = temporal_target(args, config)
     aws = aws_config(args, config)
     la = await LargeAttrClient.connect(
-        target.address, target.namespace, task_queue=target.task_queue, aws=aws
+        target.address,
+        target.namespace,
+        task_queue=target.task_queue,
+        aws=aws,
+        codec=target.codec(),
     )
     progress: ProgressLine | None = None
     async with la:
@@ -407,7 +411,6 @@ async def _history(args: argparse.Namespace, config: CliConfig) -> int:
     from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 
     from largeattr.client import user_error
-    from largeattr.config import connect_temporal
 
     decl = table_decl(args.table, config, args)
     if decl.partition_key and all(
@@ -423,7 +426,7 @@ async def _history(args: argparse.Namespace, config: CliConfig) -> int:
     }
     workflow_id = keys.workflow_id(spec, wire_key)
     target = temporal_target(args, config)
-    temporal = await connect_temporal(target.address, target.namespace)
+    temporal = await target.connect()
     namespace = temporal.namespace
     runs = []
     # Visibility lists the newest first; --limit keeps the latest operations.

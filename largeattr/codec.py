@@ -21,10 +21,12 @@ the first encrypts) or ``LARGEATTR_CODEC_KEYS`` (the same entries, comma-separat
 HTTP so the Web UI and ``temporal --codec-endpoint`` can show decoded data to those who
 hold its token.
 
-What stays in clear: workflow ids and types, search attributes (LaOutcome,
-LaBytesWritten), activity and timer summaries' payloads are encrypted but the task queue
-and event types are not. Failure messages and stack traces are moved into an encrypted
-attribute too (the SDK's ``encode_common_attributes``), since a message may quote input.
+Step summaries and current details are payloads too, so they are encrypted as well (the SDK's
+payload visitor covers user metadata). What stays in clear: workflow ids (they name the
+table and the item key), workflow and activity types, task queues, timestamps, and the
+search attributes, which the server must read to filter. Failure messages and stack traces
+move into an encrypted attribute (the SDK's ``encode_common_attributes``, applied by
+``largeattr.failures``), since a message may quote input.
 """
 
 from __future__ import annotations

@@ -133,7 +133,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.service.namespaces and namespace not in self.service.namespaces:
             self._error(403, f"namespace {namespace!r} is not served by this codec server")
             return
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self._error(400, "a Content-Length header with the body's size is required")
+            return
         if length > MAX_BODY:
             self._error(413, f"request body over {MAX_BODY} bytes")
             return

@@ -459,7 +459,9 @@ async def test_codec_histories_replay_with_the_codec(
         assert result.replay_failure is None
 
 
-async def test_the_cli_encrypts_with_the_keyring_the_environment_names(
+@pytest.mark.parametrize("source", ["environment", "config"])
+async def test_the_cli_encrypts_with_the_keyring_it_is_given(
+    source: str,
     codec_la: LargeAttrClient,
     codec_entry: str,
     table: LargeAttrTable,
@@ -469,18 +471,23 @@ async def test_the_cli_encrypts_with_the_keyring_the_environment_names(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """``largeattr put`` connects through ``connect_temporal``, which reads the keyring from
-    the environment: the worker (which has the codec) decrypts what it encrypted."""
+    """``largeattr put`` with the keyring from ``LARGEATTR_CODEC_KEY_FILE`` or from
+    ``codec_key_file`` in largeattr.toml: the worker (which has the codec) decrypts it."""
     keys_file = tmp_path / "codec.keys"
     keys_file.write_text(f"# the workers' keyring\n{codec_entry}\n")
-    monkeypatch.setenv("LARGEATTR_CODEC_KEY_FILE", str(keys_file))
+    monkeypatch.delenv("LARGEATTR_CODEC_KEYS", raising=False)
+    monkeypatch.delenv("LARGEATTR_CODEC_KEY_FILE", raising=False)
+    if source == "environment":
+        monkeypatch.setenv("LARGEATTR_CODEC_KEY_FILE", str(keys_file))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    codec_line = 'codec_key_file = "codec.keys"' if source == "config" else ""
     config = tmp_path / "largeattr.toml"
     config.write_text(
         f"""[temporal]
 address = "{temporal_address}"
 task_queue = "{codec_la.task_queue}"
+{codec_line}
 
 [aws]
 endpoint_url = "{aws.endpoint_url}"
@@ -509,6 +516,15 @@ large = {json.dumps(list(table.large_attributes))}
     assert "binary/encrypted" in base64_metadata(shown)
     assert not hidden_in(shown, BLOB_MARK)
     assert not hidden_in(shown, ATTR_MARK.encode())
+
+    # A keyring that cannot be read stops the command before anything is sent.
+    keys_file.unlink()
+    monkeypatch.setenv("LARGEATTR_CODEC_KEY_FILE", str(keys_file))
+    code = await asyncio.to_thread(cli_run, [*argv, "--update", f"--config={config}"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "cannot read the codec key file" in err
+    assert (await codec_la.get(table, "cli")).version == 1  # type: ignore[union-attr]
 
 
 @pytest.mark.unit
