@@ -13,7 +13,7 @@ COPY pyproject.toml README.md worker.py ./
 COPY largeattr largeattr
 COPY workflows workflows
 COPY activities activities
-RUN pip install --no-cache-dir '.[embedded]' \
+RUN pip install --no-cache-dir '.[embedded,codec,otel]' \
     && rm -rf /src \
     && useradd --create-home --uid 10001 largeattr
 
