@@ -346,7 +346,6 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
             target.namespace,
             task_queue=target.task_queue,
             aws=_aws(args),
-            codec=target.codec(),
         )
         async with la:
             result = await la.reconcile(table, grace_seconds=args.grace, dry_run=args.dry_run)
@@ -373,7 +372,6 @@ def cmd_adopt(args: argparse.Namespace) -> int:
             target.namespace,
             task_queue=target.task_queue,
             aws=_aws(args),
-            codec=target.codec(),
         )
         async with la:
             report = await la.adopt_table(

@@ -5,7 +5,6 @@
     namespace = "default"
     task_queue = "largeattr"
     ui_url = "http://127.0.0.1:8233"      # Web UI links (history, put)
-    codec_key_file = "codec.keys"          # payload encryption (relative to this file)
 
     [aws]
     endpoint_url = "http://127.0.0.1:5000"  # leave out for real AWS
@@ -42,7 +41,7 @@ CONFIG_FILE = "largeattr.toml"
 CONFIG_ENV = "LARGEATTR_CONFIG"
 
 _SECTIONS: dict[str, set[str]] = {
-    "temporal": {"address", "namespace", "task_queue", "ui_url", "codec_key_file"},
+    "temporal": {"address", "namespace", "task_queue", "ui_url"},
     "aws": {"endpoint_url", "region", "profile"},
 }
 _TABLE_FIELDS = {
@@ -272,23 +271,14 @@ class TemporalTarget:
     namespace: str | None
     task_queue: str
     ui_url: str | None
-    #: The codec keyring file the config names; the environment's keyring comes first.
-    codec_key_file: Path | None = None
-
-    def codec(self) -> Any:
-        """The payload codec: the environment's keyring (``"env"``: connect_temporal reads
-        it), else the config file's ``codec_key_file``, else none."""
-        from largeattr.codec import EncryptionCodec, Keyring
-
-        if self.codec_key_file is None or Keyring.from_env() is not None:
-            return "env"
-        return EncryptionCodec(Keyring.from_file(self.codec_key_file))
 
     async def connect(self) -> Any:
-        """A Temporal client for this target (our failure mapping, and the codec)."""
+        """A Temporal client for this target, with our failure mapping and the payload codec
+        the environment names (the same for every command, the workers and the client: the
+        keyring is deliberately not a config-file setting, which a worker does not read)."""
         from largeattr.config import connect_temporal
 
-        return await connect_temporal(self.address, self.namespace, codec=self.codec())
+        return await connect_temporal(self.address, self.namespace)
 
 
 def temporal_target(args: argparse.Namespace, config: CliConfig) -> TemporalTarget:
@@ -314,13 +304,8 @@ def temporal_target(args: argparse.Namespace, config: CliConfig) -> TemporalTarg
         os.environ.get("LARGEATTR_UI_URL"),
         config.temporal.get("ui_url"),
     )
-    key_file = config.temporal.get("codec_key_file")
     return TemporalTarget(
-        address,
-        namespace,
-        task_queue or DEFAULT_TASK_QUEUE,
-        ui_url or _dev_ui_url(address),
-        (config.path.parent if config.path else Path.cwd()) / key_file if key_file else None,
+        address, namespace, task_queue or DEFAULT_TASK_QUEUE, ui_url or _dev_ui_url(address)
     )
 
 

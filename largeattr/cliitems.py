@@ -223,7 +223,6 @@ async def _write(args: argparse.Namespace, config: CliConfig, operation: str) ->
         target.namespace,
         task_queue=target.task_queue,
         aws=aws,
-        codec=target.codec(),
     )
     progress: ProgressLine | None = None
     async with la:

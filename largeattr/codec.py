@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import secrets
 from collections.abc import Mapping, Sequence
@@ -50,6 +51,8 @@ KEY_BYTES = 32
 NONCE_BYTES = 12
 KEYS_ENV = "LARGEATTR_CODEC_KEYS"
 KEY_FILE_ENV = "LARGEATTR_CODEC_KEY_FILE"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ class Keyring:
     def from_file(cls, path: str | Path) -> Keyring:
         try:
             text = Path(path).read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"the codec key file {path} is not UTF-8 text") from None
         except OSError as err:
             raise InvalidInput(
                 f"cannot read the codec key file {path}: {err.strerror or err}"
@@ -142,6 +147,7 @@ class EncryptionCodec(PayloadCodec):
             ) from None
         self.keyring = keyring
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keyring.keys}
+        self._warned_plain = False
 
     def encrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") == ENCODING:
@@ -157,6 +163,7 @@ class EncryptionCodec(PayloadCodec):
         from cryptography.exceptions import InvalidTag
 
         if payload.metadata.get("encoding") != ENCODING:
+            self._passed_plain()
             return payload
         key_id = payload.metadata.get(KEY_ID, b"").decode(errors="replace")
         cipher = self._ciphers.get(key_id)
@@ -170,7 +177,7 @@ class EncryptionCodec(PayloadCodec):
         data = payload.data
         try:
             plain = cipher.decrypt(data[:NONCE_BYTES], data[NONCE_BYTES:], key_id.encode())
-        except InvalidTag:
+        except (InvalidTag, ValueError):  # ValueError: too short to hold a nonce
             raise UndecryptablePayload(
                 f"a payload under key {key_id!r} does not decrypt: the key with that id "
                 "differs from the one that encrypted it, or the payload was altered",
@@ -179,6 +186,19 @@ class EncryptionCodec(PayloadCodec):
         original = Payload()
         original.ParseFromString(plain)
         return original
+
+    def _passed_plain(self) -> None:
+        """Once per codec: an unencrypted payload passes (a saga started before the codec
+        was on, or a process without the keyring); say so, since it was stored in clear."""
+        if not self._warned_plain:
+            self._warned_plain = True
+            log.warning(
+                "an unencrypted payload was decoded as is: it was written by a process "
+                "without the codec keyring (or before the codec was on), and Temporal holds "
+                "it in clear; give every client and worker %s or %s",
+                KEY_FILE_ENV,
+                KEYS_ENV,
+            )
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self.encrypt(p) for p in payloads]

@@ -6,9 +6,13 @@ Temporal's codec server protocol (docs.temporal.io/codec-server): ``POST /decode
 it from the browser, so it answers CORS preflights for the UI's origins; it sends
 ``X-Namespace`` and, with "pass access token" on, ``Authorization``.
 
-Who may see decoded data is who holds a token: with ``--token-file`` every request needs
-``Authorization: Bearer <token>`` (one token per line in the file). Without one, the server
-only binds a loopback address, so only this machine can ask it.
+Who may see decoded data: with ``--token-file`` every request needs ``Authorization: Bearer
+<token>`` (one token per line in the file), as ``temporal --codec-auth`` sends it. Without
+tokens the server binds a loopback address only and refuses a ``Host`` that is not a
+loopback name (a DNS-rebound page). A request from a page whose origin is not allowed is
+refused outright (CORS alone would only hide the answer from it). The Web UI of a shared
+cluster sends its users' OIDC tokens, which a token file cannot check: put this server
+behind the UI's authenticating proxy there.
 
     largeattr codec-server --port 8081
     temporal server start-dev --ui-codec-endpoint http://127.0.0.1:8081
@@ -22,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import socket
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -67,7 +72,7 @@ class CodecService:
         payloads = Payloads()
         try:
             json_format.Parse(body, payloads)
-        except json_format.ParseError as err:
+        except (json_format.ParseError, UnicodeDecodeError) as err:
             raise InvalidInput(f'expected {{"payloads": [...]}} in proto3 JSON: {err}') from None
         step: Callable[[Payload], Payload] = (
             self.codec.encrypt if operation == "encode" else self.codec.decrypt
@@ -126,10 +131,20 @@ class _Handler(BaseHTTPRequestHandler):
         if operation is None:
             self._error(404, "POST /encode or /decode (or /{namespace}/decode)")
             return
+        refused = self._refused_origin()
+        if refused:
+            self._error(403, refused)
+            return
         if not self.service.authorised(self.headers.get("Authorization")):
             self._error(401, "a valid 'Authorization: Bearer <token>' header is required")
             return
-        namespace = self.headers.get("X-Namespace") or segment
+        header = self.headers.get("X-Namespace")
+        if header and segment and header != segment:
+            self._error(400, f"X-Namespace {header!r} and the path's {segment!r} differ")
+            return
+        # A guard against decoding for the wrong namespace by mistake; who may decode at all
+        # is the token's business.
+        namespace = header or segment
         if self.service.namespaces and namespace not in self.service.namespaces:
             self._error(403, f"namespace {namespace!r} is not served by this codec server")
             return
@@ -150,6 +165,20 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._reply(200, answer)
 
+    def _refused_origin(self) -> str | None:
+        """Why a request must be refused before anything else, if it must. CORS only stops a
+        foreign page from *reading* the answer, so a page's POST is refused outright unless
+        its origin is allowed; and without tokens, a Host that is not this machine's name is
+        refused too (a DNS-rebound page is same-origin to its own name)."""
+        origin = self.headers.get("Origin")
+        if origin and origin not in self.service.origins:
+            return f"origin {origin!r} may not use this codec server (see --cors-origin)"
+        if not self.service.tokens:
+            host = (self.headers.get("Host") or "").rsplit(":", 1)[0].strip("[]")
+            if host not in ("127.0.0.1", "localhost", "::1"):
+                return f"host {host!r} is not a loopback name; use 127.0.0.1"
+        return None
+
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("%s %s", self.address_string(), format % args)
 
@@ -157,9 +186,14 @@ class _Handler(BaseHTTPRequestHandler):
 def make_server(service: CodecService, host: str, port: int) -> ThreadingHTTPServer:
     """A bound (not yet serving) server; port 0 picks a free one."""
     handler = type("CodecHandler", (_Handler,), {"service": service})
-    server = ThreadingHTTPServer((host, port), handler)
+    server_class = _IPv6Server if ":" in host else ThreadingHTTPServer
+    server = server_class((host, port), handler)
     server.daemon_threads = True
     return server
+
+
+class _IPv6Server(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 
 
 def _is_loopback(host: str) -> bool:

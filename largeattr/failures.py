@@ -49,7 +49,7 @@ class LargeAttrFailureConverter(DefaultFailureConverter):
             failure.stack_trace = ""
         _trim_stack_traces(failure)
         if self.hide_messages:
-            _hide_message(failure, payload_converter)
+            _hide_messages(failure, payload_converter)
 
     def from_failure(
         self,
@@ -66,17 +66,22 @@ class LargeAttrEncryptedFailureConverter(LargeAttrFailureConverter):
     hide_messages = True
 
 
-def _hide_message(
+def _hide_messages(
     failure: temporalio.api.failure.v1.Failure, payload_converter: PayloadConverter
 ) -> None:
-    """The SDK's ``encode_common_attributes`` for one failure (its causes pass through
-    ``to_failure`` themselves); the SDK's ``from_failure`` restores them."""
-    if failure.HasField("encoded_attributes"):
-        return
-    hidden = {"message": failure.message, "stack_trace": failure.stack_trace}
-    failure.encoded_attributes.CopyFrom(payload_converter.to_payloads([hidden])[0])
-    failure.message = "Encoded failure"
-    failure.stack_trace = ""
+    """The SDK's ``encode_common_attributes``, over the whole cause chain: a re-raised error
+    decoded earlier carries its message restored *and* its ``encoded_attributes`` (the SDK's
+    ``from_failure`` keeps both), and a copied failure brings its causes as they were; so
+    every level is blanked, and encoded where it is not yet. ``from_failure`` restores them."""
+    while True:
+        if not failure.HasField("encoded_attributes"):
+            hidden = {"message": failure.message, "stack_trace": failure.stack_trace}
+            failure.encoded_attributes.CopyFrom(payload_converter.to_payloads([hidden])[0])
+        failure.message = "Encoded failure"
+        failure.stack_trace = ""
+        if not failure.HasField("cause"):
+            return
+        failure = failure.cause
 
 
 #: The longest stack trace a failure keeps (its innermost frames). The server refuses a

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import Client
 from temporalio.converter import DataConverter
 from temporalio.worker import Replayer
@@ -36,7 +37,11 @@ from largeattr.codec import ENCODING, KEY_ID, EncryptionCodec, Keyring, new_key_
 from largeattr.codecserver import CodecService, make_server, serve_for_ui
 from largeattr.devstack import temporal_binary
 from largeattr.errors import InvalidInput, ItemAlreadyExists, TableNotFound, UndecryptablePayload
-from largeattr.failures import data_converter
+from largeattr.failures import (
+    LargeAttrEncryptedFailureConverter,
+    LargeAttrFailureConverter,
+    data_converter,
+)
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import TransferConfig
 from largeattr.worker import build_worker
@@ -209,6 +214,15 @@ def test_codec_server_decodes_for_token_holders_only(
     bad = post(f"{url}/decode", b"not json", **auth)
     assert bad[0] == 400
     assert "proto3 JSON" in json.loads(bad[2])["error"]
+    assert post(f"{url}/decode", b"\xff\xfe", **auth)[0] == 400
+    mismatch = post(f"{url}/default/decode", wire(sealed), **{**auth, "X-Namespace": "prod"})
+    assert mismatch[0] == 400
+    truncated = Payload()
+    truncated.CopyFrom(sealed)
+    truncated.data = sealed.data[:5]
+    short = post(f"{url}/decode", wire(truncated), **auth)
+    assert short[0] == 400
+    assert "does not decrypt" in json.loads(short[2])["error"]
 
 
 @pytest.mark.unit
@@ -361,9 +375,10 @@ async def test_without_the_codec_the_markers_are_in_the_history(
 ) -> None:
     """The control: the search below finds the markers when nothing hides them."""
     ids = await run_sagas(la, table, "plain")
-    shown = workflow_show(temporal_address, ids[0])
-    assert hidden_in(shown, BLOB_MARK)
-    assert hidden_in(shown, ATTR_MARK.encode())
+    for run in ids[:2]:  # the create and the update carry both (a delete carries neither)
+        shown = workflow_show(temporal_address, run)
+        assert hidden_in(shown, BLOB_MARK), run
+        assert hidden_in(shown, ATTR_MARK.encode()), run
 
 
 async def test_with_the_codec_no_blob_byte_or_attribute_value_reaches_temporal(
@@ -459,9 +474,7 @@ async def test_codec_histories_replay_with_the_codec(
         assert result.replay_failure is None
 
 
-@pytest.mark.parametrize("source", ["environment", "config"])
-async def test_the_cli_encrypts_with_the_keyring_it_is_given(
-    source: str,
+async def test_the_cli_encrypts_with_the_keyring_the_environment_names(
     codec_la: LargeAttrClient,
     codec_entry: str,
     table: LargeAttrTable,
@@ -471,23 +484,19 @@ async def test_the_cli_encrypts_with_the_keyring_it_is_given(
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """``largeattr put`` with the keyring from ``LARGEATTR_CODEC_KEY_FILE`` or from
-    ``codec_key_file`` in largeattr.toml: the worker (which has the codec) decrypts it."""
+    """``largeattr put`` with the keyring from ``LARGEATTR_CODEC_KEY_FILE``: the worker
+    (which has the codec) decrypts what it encrypted."""
     keys_file = tmp_path / "codec.keys"
     keys_file.write_text(f"# the workers' keyring\n{codec_entry}\n")
     monkeypatch.delenv("LARGEATTR_CODEC_KEYS", raising=False)
-    monkeypatch.delenv("LARGEATTR_CODEC_KEY_FILE", raising=False)
-    if source == "environment":
-        monkeypatch.setenv("LARGEATTR_CODEC_KEY_FILE", str(keys_file))
+    monkeypatch.setenv("LARGEATTR_CODEC_KEY_FILE", str(keys_file))
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    codec_line = 'codec_key_file = "codec.keys"' if source == "config" else ""
     config = tmp_path / "largeattr.toml"
     config.write_text(
         f"""[temporal]
 address = "{temporal_address}"
 task_queue = "{codec_la.task_queue}"
-{codec_line}
 
 [aws]
 endpoint_url = "{aws.endpoint_url}"
@@ -519,7 +528,6 @@ large = {json.dumps(list(table.large_attributes))}
 
     # A keyring that cannot be read stops the command before anything is sent.
     keys_file.unlink()
-    monkeypatch.setenv("LARGEATTR_CODEC_KEY_FILE", str(keys_file))
     code = await asyncio.to_thread(cli_run, [*argv, "--update", f"--config={config}"])
     err = capsys.readouterr().err
     assert code == 2
@@ -574,5 +582,54 @@ def test_largeattr_dev_serves_the_codec_to_its_web_ui_when_keys_are_set(
     assert status == 200
     assert headers["Access-Control-Allow-Origin"] == "http://localhost:8233"
     assert ATTR_MARK in base64.b64decode(json.loads(body)["payloads"][0]["data"]).decode()
-    other = post(f"{url}/decode", wire(sealed), Origin="http://127.0.0.1:9999")[1]
-    assert "Access-Control-Allow-Origin" not in other
+    # CORS only hides answers from foreign pages: their requests are refused outright.
+    other = post(f"{url}/decode", wire(sealed), Origin="http://127.0.0.1:9999")
+    assert other[0] == 403
+    assert "Access-Control-Allow-Origin" not in other[1]
+    assert ATTR_MARK.encode() not in other[2]
+    # A DNS-rebound page reaches 127.0.0.1 under its own name: refused without tokens.
+    rebound = post(f"{url}/decode", wire(sealed), Host="evil.example:8233")
+    assert rebound[0] == 403
+    assert "loopback" in json.loads(rebound[2])["error"]
+    # The CLI sends neither Origin nor a foreign Host.
+    assert post(f"{url}/decode", wire(sealed))[0] == 200
+
+
+@pytest.mark.unit
+def test_every_failure_of_a_cause_chain_is_hidden_even_when_re_raised() -> None:
+    """A decoded error keeps its restored message *and* its encoded attributes (the SDK's
+    ``from_failure``); re-raising it must not put the cause's message back in clear."""
+    converter = LargeAttrEncryptedFailureConverter()
+    payloads = DataConverter.default.payload_converter
+
+    def chain(failure: Failure) -> list[Failure]:
+        levels = [failure]
+        while levels[-1].HasField("cause"):
+            levels.append(levels[-1].cause)
+        return levels
+
+    try:
+        try:
+            raise KeyError(ATTR_MARK + "-cause")
+        except KeyError as inner:
+            raise TableNotFound(ATTR_MARK + "-top") from inner
+    except TableNotFound as err:
+        raised = err
+    first = Failure()
+    converter.to_failure(raised, payloads, first)
+    back = converter.from_failure(first, payloads)
+    assert isinstance(back, TableNotFound)
+    assert back.message == ATTR_MARK + "-top"
+    assert ATTR_MARK + "-cause" in str(back.__cause__)
+    again = Failure()
+    converter.to_failure(back, payloads, again)
+    levels = chain(again)
+    assert len(levels) == 2
+    for level in levels:
+        assert level.message == "Encoded failure"
+        assert level.stack_trace == ""
+        assert level.HasField("encoded_attributes")  # encrypted by the codec on the wire
+    # Without the codec's converter, the same chain is in clear (the control).
+    plain = Failure()
+    LargeAttrFailureConverter().to_failure(back, payloads, plain)
+    assert ATTR_MARK + "-cause" in chain(plain)[1].message
