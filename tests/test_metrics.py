@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import re
 import signal
 import socket
 import time
 import urllib.request
-from collections.abc import Callable
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from temporalio.client import Client
+from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
 
 from largeattr import (
     AwsConfig,
@@ -23,7 +28,14 @@ from largeattr import (
     SagaFailed,
     keys,
 )
+from largeattr.activities import SagaActivities
+from largeattr.errors import AccessDenied
+from largeattr.failures import data_converter
+from largeattr.sources import SourceRegistry
+from largeattr.transfer import TransferConfig
+from largeattr.worker import build_worker
 from tests.conftest import object_keys, steps
+from tests.faults import Faults, client_error
 from tests.test_ui_and_worker import _worker
 
 SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})? (?P<value>\S+)$")
@@ -223,3 +235,88 @@ def test_a_metrics_port_in_use_is_refused_with_what_to_do(
     assert f"cannot serve metrics on 127.0.0.1:{port}" in text
     assert "choose another --metrics-port" in text
     assert "Traceback" not in text
+
+
+@pytest.fixture(scope="module")
+async def buffered_la(
+    temporal_address: str,
+    aws: AwsConfig,
+    worker_faults: Faults,
+    allowed_dir: Path,
+    test_transfer: TransferConfig,
+) -> AsyncIterator[tuple[LargeAttrClient, MetricBuffer]]:
+    """A worker in this process whose metrics go to a buffer (no endpoint to scrape) and
+    whose AWS clients carry the session's fault hooks: a pivot can lose its response."""
+    buffer = MetricBuffer(100_000)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
+    temporal = await Client.connect(
+        temporal_address, runtime=runtime, data_converter=data_converter()
+    )
+    s3, dynamodb = aws.clients()
+    worker_faults.attach(s3, dynamodb)
+    activities = SagaActivities(s3, dynamodb, test_transfer, SourceRegistry([allowed_dir]))
+    queue = f"buffered-{uuid.uuid4().hex[:8]}"
+    worker, executor = build_worker(
+        temporal, task_queue=queue, activities=activities, shutdown_grace=2.0, sandboxed=True
+    )
+    async with (
+        worker,
+        LargeAttrClient(temporal, task_queue=queue, aws=aws, transfer=test_transfer) as la,
+    ):
+        yield la, buffer
+    executor.shutdown(wait=False)
+
+
+def settled(buffer: MetricBuffer) -> Counter[tuple[str, str]]:
+    """The ``largeattr_settled_pivots`` increments drained from ``buffer``, by labels."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for update in buffer.retrieve_updates():
+        if update.metric.name == "largeattr_settled_pivots":
+            labels = update.attributes
+            counts[(str(labels["operation"]), str(labels["committed"]))] += int(update.value)
+    return counts
+
+
+async def test_a_pivot_whose_lost_answer_had_committed_is_counted_as_committed(
+    buffered_la: tuple[LargeAttrClient, MetricBuffer], table: LargeAttrTable, faults: Faults
+) -> None:
+    """The pivot's first attempt commits and loses its response, later attempts are refused:
+    the settling read finds the saga's own write (``committed="true"``). A first attempt
+    that fails before it is sent, then refusals: the read finds the item as it was
+    (``committed="false"``)."""
+    la, buffer = buffered_la
+    await la.create(table, "won", blobs={"html": b"v1"})
+    await la.create(table, "lost", blobs={"html": b"v1"})
+    settled(buffer)  # drop what the creates recorded
+
+    def refuse_after_the_first(key: str) -> None:
+        calls = itertools.count()
+        faults.fail(
+            "UpdateItem",
+            times=-1,
+            error=lambda: client_error("AccessDenied", 403),
+            match=lambda params: params["Key"]["pk"] == {"S": key} and next(calls) >= 1,
+        )
+
+    faults.fail(
+        "UpdateItem",
+        times=1,
+        error=lambda: client_error("InternalError", 500),
+        phase="after",
+        match=lambda params: params["Key"]["pk"] == {"S": "won"},
+    )
+    refuse_after_the_first("won")
+    assert (await la.update(table, "won", blobs={"html": b"v2"})).version == 2
+    assert settled(buffer) == Counter({("update", "true"): 1})
+
+    faults.clear()
+    faults.fail(
+        "UpdateItem",
+        times=1,
+        error=lambda: client_error("InternalError", 500),
+        match=lambda params: params["Key"]["pk"] == {"S": "lost"},
+    )
+    refuse_after_the_first("lost")
+    with pytest.raises(AccessDenied):
+        await la.update(table, "lost", blobs={"html": b"v2"})
+    assert settled(buffer) == Counter({("update", "false"): 1})
