@@ -241,9 +241,16 @@ def serve_for_ui(ui_port: int) -> str | None:
     if keyring is None:
         return None
     origins = frozenset(f"http://{host}:{ui_port}" for host in ("127.0.0.1", "localhost"))
-    server = make_server(CodecService(EncryptionCodec(keyring), origins=origins), "127.0.0.1", 0)
+    return serve_in_background(CodecService(EncryptionCodec(keyring), origins=origins))[1]
+
+
+def serve_in_background(
+    service: CodecService, host: str = "127.0.0.1", port: int = 0
+) -> tuple[ThreadingHTTPServer, str]:
+    """A server serving from a daemon thread, and its URL; ``server.shutdown()`` stops it."""
+    server = make_server(service, host, port)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return f"http://127.0.0.1:{server.server_address[1]}"
+    return server, f"http://{host}:{server.server_address[1]}"
 
 
 def cmd_codec_server(args: argparse.Namespace) -> int:
@@ -253,12 +260,8 @@ def cmd_codec_server(args: argparse.Namespace) -> int:
     print(f"  Web UI: temporal server start-dev --ui-codec-endpoint {url}", flush=True)
     print(f"          or the UI's Settings > Codec Server: {url}", flush=True)
     print(f"  CLI:    temporal workflow show -w ID --codec-endpoint {url}", flush=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        thread.join()
-    finally:
-        server.shutdown()
+    with server:  # Ctrl-C ends serve_forever with KeyboardInterrupt (exit 130)
+        server.serve_forever()
     return 0
 
 

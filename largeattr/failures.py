@@ -11,6 +11,7 @@ happened and what to do, and the Web UI shows it first.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from typing import Any
 
 import temporalio.api.failure.v1
@@ -73,15 +74,12 @@ def _hide_messages(
     decoded earlier carries its message restored *and* its ``encoded_attributes`` (the SDK's
     ``from_failure`` keeps both), and a copied failure brings its causes as they were; so
     every level is blanked, and encoded where it is not yet. ``from_failure`` restores them."""
-    while True:
-        if not failure.HasField("encoded_attributes"):
-            hidden = {"message": failure.message, "stack_trace": failure.stack_trace}
-            failure.encoded_attributes.CopyFrom(payload_converter.to_payloads([hidden])[0])
-        failure.message = "Encoded failure"
-        failure.stack_trace = ""
-        if not failure.HasField("cause"):
-            return
-        failure = failure.cause
+    for level in _cause_chain(failure):
+        if not level.HasField("encoded_attributes"):
+            hidden = {"message": level.message, "stack_trace": level.stack_trace}
+            level.encoded_attributes.CopyFrom(payload_converter.to_payloads([hidden])[0])
+        level.message = "Encoded failure"
+        level.stack_trace = ""
 
 
 #: The longest stack trace a failure keeps (its innermost frames). The server refuses a
@@ -93,9 +91,17 @@ STACK_TRACE_LIMIT = 1500
 
 def _trim_stack_traces(failure: temporalio.api.failure.v1.Failure) -> None:
     """Keep the message and the innermost frames of each failure in the cause chain."""
+    for level in _cause_chain(failure):
+        if len(level.stack_trace) > STACK_TRACE_LIMIT:
+            level.stack_trace = "...\n" + level.stack_trace[-STACK_TRACE_LIMIT:]
+
+
+def _cause_chain(
+    failure: temporalio.api.failure.v1.Failure,
+) -> Iterator[temporalio.api.failure.v1.Failure]:
+    """``failure`` and each of its causes, outermost first (mutable in place)."""
     while True:
-        if len(failure.stack_trace) > STACK_TRACE_LIMIT:
-            failure.stack_trace = "...\n" + failure.stack_trace[-STACK_TRACE_LIMIT:]
+        yield failure
         if not failure.HasField("cause"):
             return
         failure = failure.cause

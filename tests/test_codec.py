@@ -15,7 +15,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 import uuid
@@ -34,7 +33,7 @@ from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
 from largeattr.activities import SagaActivities
 from largeattr.cli import run as cli_run
 from largeattr.codec import ENCODING, KEY_ID, EncryptionCodec, Keyring, new_key_entry
-from largeattr.codecserver import CodecService, make_server, serve_for_ui
+from largeattr.codecserver import CodecService, serve_for_ui, serve_in_background
 from largeattr.devstack import temporal_binary
 from largeattr.errors import InvalidInput, ItemAlreadyExists, TableNotFound, UndecryptablePayload
 from largeattr.failures import (
@@ -149,9 +148,8 @@ def test_bad_keyrings_say_what_to_do_and_never_echo_a_key(tmp_path: Path) -> Non
 def codec_server() -> Iterator[tuple[str, EncryptionCodec]]:
     codec = EncryptionCodec(keyring("k1"))
     service = CodecService(codec, tokens=frozenset({TOKEN}), namespaces=frozenset({"default"}))
-    server = make_server(service, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}", codec
+    server, url = serve_in_background(service)
+    yield url, codec
     server.shutdown()
     server.server_close()
 
@@ -420,9 +418,7 @@ def codec_server_for(codec: EncryptionCodec) -> str:
     """A codec server (one per codec, for the module) that decodes with ``codec``."""
     if id(codec) not in _servers:
         service = CodecService(codec, tokens=frozenset({TOKEN}))
-        server = make_server(service, "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        _servers[id(codec)] = f"http://127.0.0.1:{server.server_address[1]}"
+        _servers[id(codec)] = serve_in_background(service)[1]
     return _servers[id(codec)]
 
 

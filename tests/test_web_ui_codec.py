@@ -9,7 +9,6 @@ ciphertext (tests/test_codec.py), and the codec server counts the payloads it de
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -20,7 +19,7 @@ from temporalio.client import Client
 
 from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable
 from largeattr.codec import EncryptionCodec, Keyring, new_key_entry
-from largeattr.codecserver import CodecService, make_server
+from largeattr.codecserver import CodecService, serve_in_background
 from largeattr.devstack import (
     Stack,
     connect_when_serving,
@@ -63,9 +62,8 @@ def ui_port() -> int:
 def codec_url(codec: CountingCodec, ui_port: int) -> Iterator[str]:
     """The codec server, open to the UI's origin only (the browser enforces CORS)."""
     origins = frozenset({f"http://127.0.0.1:{ui_port}"})
-    server = make_server(CodecService(codec, origins=origins), "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server, url = serve_in_background(CodecService(codec, origins=origins))
+    yield url
     server.shutdown()
     server.server_close()
 
