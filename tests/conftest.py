@@ -208,6 +208,54 @@ async def la(
     await client.close()
 
 
+@contextlib.asynccontextmanager
+async def client_with_worker(
+    temporal: Client,
+    aws: AwsConfig,
+    transfer: TransferConfig,
+    name: str,
+    *,
+    activities: SagaActivities | None = None,
+    sandboxed: bool = True,
+) -> AsyncIterator[LargeAttrClient]:
+    """A client and a worker in this process on a fresh task queue (``name``-...), both on
+    ``temporal`` (its codec, interceptors or metrics runtime); the worker's activities are
+    ``activities`` (e.g. with fault hooks) or plain ones on ``aws``."""
+    queue = f"{name}-{uuid.uuid4().hex[:8]}"
+    worker, executor = build_worker(
+        temporal,
+        task_queue=queue,
+        aws=aws,
+        activities=activities,
+        shutdown_grace=2.0,
+        sandboxed=sandboxed,
+    )
+    async with (
+        worker,
+        LargeAttrClient(temporal, task_queue=queue, aws=aws, transfer=transfer) as la,
+    ):
+        yield la
+    executor.shutdown(wait=False)
+
+
+def largeattr_toml(
+    table: LargeAttrTable,
+    address: str,
+    task_queue: str,
+    endpoint: str,
+    ui_url: str | None = None,
+) -> str:
+    """A largeattr.toml pointing at the test stack that declares ``table`` as ``docs``."""
+    ui = f'ui_url = "{ui_url}"\n' if ui_url else ""
+    return (
+        f'[temporal]\naddress = "{address}"\ntask_queue = "{task_queue}"\n{ui}\n'
+        f'[aws]\nendpoint_url = "{endpoint}"\nregion = "us-east-1"\n\n'
+        f'[tables.docs]\ntable_name = "{table.table_name}"\n'
+        f'partition_key = "{table.partition_key}"\nbucket = "{table.bucket}"\n'
+        f'prefix = "{table.prefix}"\nlarge = {json.dumps(list(table.large_attributes))}\n'
+    )
+
+
 def create_from_file(table: LargeAttrTable, key: str, path: Path) -> CreateItemInput:
     """A create whose `html` blob the worker uploads from ``path`` (a ``file:`` source under
     its allowed directory), started with a plain Temporal client."""

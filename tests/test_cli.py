@@ -13,7 +13,6 @@ import shlex
 import socket
 import subprocess
 import sys
-import textwrap
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from largeattr import AwsConfig, InvalidInput, LargeAttrClient, LargeAttrTable, 
 from largeattr.cli import run as cli_run
 from largeattr.cliout import ProgressLine
 from largeattr.devstack import Stack
-from tests.conftest import no_change
+from tests.conftest import largeattr_toml, no_change
 
 
 @pytest.fixture
@@ -290,23 +289,13 @@ def shell(
         ) -> Path:
             path = path or tmp_path / "largeattr.toml"
             path.write_text(
-                textwrap.dedent(f"""\
-                    [temporal]
-                    address = "{temporal_address}"
-                    task_queue = "{task_queue}"
-                    ui_url = "{self.ui_url}"
-
-                    [aws]
-                    endpoint_url = "{endpoint or aws.endpoint_url}"
-                    region = "us-east-1"
-
-                    [tables.docs]
-                    table_name = "{table.table_name}"
-                    partition_key = "{table.partition_key}"
-                    bucket = "{table.bucket}"
-                    prefix = "{table.prefix}"
-                    large = {json.dumps(list(table.large_attributes))}
-                    """)
+                largeattr_toml(
+                    table,
+                    temporal_address,
+                    task_queue,
+                    endpoint or str(aws.endpoint_url),
+                    self.ui_url,
+                )
             )
             return path
 

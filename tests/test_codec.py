@@ -17,7 +17,6 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -43,9 +42,8 @@ from largeattr.failures import (
 )
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import TransferConfig
-from largeattr.worker import build_worker
 from largeattr.workflows import ALL_WORKFLOWS
-from tests.conftest import object_keys, raw_item
+from tests.conftest import client_with_worker, largeattr_toml, object_keys, raw_item
 
 #: Markers no serialisation of ours produces by chance.
 BLOB_MARK = b"BLOB-SECRET-7f3a9c"
@@ -332,17 +330,12 @@ async def codec_la(
     codec_temporal: Client, aws: AwsConfig, allowed_dir: Path, test_transfer: TransferConfig
 ) -> AsyncIterator[LargeAttrClient]:
     """A client and a sandboxed worker, both with the codec, on their own task queue."""
-    queue = f"codec-{uuid.uuid4().hex[:8]}"
     s3, dynamodb = aws.clients()
     activities = SagaActivities(s3, dynamodb, test_transfer, SourceRegistry([allowed_dir]))
-    worker, executor = build_worker(
-        codec_temporal, task_queue=queue, activities=activities, shutdown_grace=2.0, sandboxed=True
-    )
-    async with worker:
-        client = LargeAttrClient(codec_temporal, task_queue=queue, aws=aws, transfer=test_transfer)
-        yield client
-        await client.close()
-    executor.shutdown(wait=False)
+    async with client_with_worker(
+        codec_temporal, aws, test_transfer, "codec", activities=activities
+    ) as la:
+        yield la
 
 
 Run = tuple[str, str]
@@ -490,21 +483,7 @@ async def test_the_cli_encrypts_with_the_keyring_the_environment_names(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     config = tmp_path / "largeattr.toml"
     config.write_text(
-        f"""[temporal]
-address = "{temporal_address}"
-task_queue = "{codec_la.task_queue}"
-
-[aws]
-endpoint_url = "{aws.endpoint_url}"
-region = "us-east-1"
-
-[tables.docs]
-table_name = "{table.table_name}"
-partition_key = "{table.partition_key}"
-bucket = "{table.bucket}"
-prefix = "{table.prefix}"
-large = {json.dumps(list(table.large_attributes))}
-"""
+        largeattr_toml(table, temporal_address, codec_la.task_queue, str(aws.endpoint_url))
     )
     blob = tmp_path / "page.html"
     blob.write_bytes(BLOB_MARK * 10)

@@ -10,7 +10,6 @@ import signal
 import socket
 import time
 import urllib.request
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -33,8 +32,7 @@ from largeattr.errors import AccessDenied
 from largeattr.failures import data_converter
 from largeattr.sources import SourceRegistry
 from largeattr.transfer import TransferConfig
-from largeattr.worker import build_worker
-from tests.conftest import object_keys, steps
+from tests.conftest import client_with_worker, object_keys, steps
 from tests.faults import Faults, client_error
 from tests.test_ui_and_worker import _worker
 
@@ -255,16 +253,10 @@ async def buffered_la(
     s3, dynamodb = aws.clients()
     worker_faults.attach(s3, dynamodb)
     activities = SagaActivities(s3, dynamodb, test_transfer, SourceRegistry([allowed_dir]))
-    queue = f"buffered-{uuid.uuid4().hex[:8]}"
-    worker, executor = build_worker(
-        temporal, task_queue=queue, activities=activities, shutdown_grace=2.0, sandboxed=True
-    )
-    async with (
-        worker,
-        LargeAttrClient(temporal, task_queue=queue, aws=aws, transfer=test_transfer) as la,
-    ):
+    async with client_with_worker(
+        temporal, aws, test_transfer, "buffered", activities=activities
+    ) as la:
         yield la, buffer
-    executor.shutdown(wait=False)
 
 
 def settled(buffer: MetricBuffer) -> Counter[tuple[str, str]]:

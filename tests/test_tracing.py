@@ -7,7 +7,6 @@ import asyncio
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -23,7 +22,7 @@ from largeattr import AwsConfig, LargeAttrClient, LargeAttrTable, tracing
 from largeattr.errors import InvalidInput, TableNotFound
 from largeattr.failures import data_converter
 from largeattr.transfer import TransferConfig
-from largeattr.worker import build_worker
+from tests.conftest import client_with_worker
 from tests.test_ui_and_worker import _worker
 
 
@@ -63,21 +62,13 @@ async def test_one_trace_runs_from_the_caller_through_every_step(
     test_transfer: TransferConfig,
 ) -> None:
     table = new_table()
-    queue = f"traced-{uuid.uuid4().hex[:8]}"
     # Sandboxed, as `worker.py --sandboxed` runs: the interceptor must work there too.
-    worker, executor = build_worker(
-        traced, task_queue=queue, aws=aws, shutdown_grace=2.0, sandboxed=True
-    )
-    async with (
-        worker,
-        LargeAttrClient(traced, task_queue=queue, aws=aws, transfer=test_transfer) as la,
-    ):
+    async with client_with_worker(traced, aws, test_transfer, "traced", sandboxed=True) as la:
         spans.clear()
         await la.create(table, "doc", blobs={"html": b"<p>traced</p>"})
         missing = LargeAttrTable(**{**table.__dict__, "table_name": table.table_name + "-x"})
         with pytest.raises(TableNotFound):
             await la.create(missing, "doc", blobs={"html": b"<p>undone</p>"})
-    executor.shutdown(wait=False)
 
     traces = by_trace(spans.get_finished_spans(), "StartWorkflow:largeattr.CreateItem")
     assert len(traces) == 2

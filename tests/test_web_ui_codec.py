@@ -30,8 +30,7 @@ from largeattr.devstack import (
 from largeattr.failures import data_converter
 from largeattr.provision import ensure_table
 from largeattr.transfer import TransferConfig
-from largeattr.worker import build_worker
-from tests.conftest import BUCKET
+from tests.conftest import BUCKET, client_with_worker
 from tests.ui.browser import EVENT_ROW, Browser, text
 
 ATTR_MARK = "ATTR-SECRET-UI-4c81"
@@ -88,13 +87,8 @@ async def codec_la(
     address = f"127.0.0.1:{codec_stack.temporal_port}"
     await connect_when_serving(address)
     temporal = await Client.connect(address, data_converter=data_converter(codec=codec))
-    queue = f"ui-codec-{uuid.uuid4().hex[:8]}"
-    worker, executor = build_worker(temporal, task_queue=queue, aws=aws, shutdown_grace=2.0)
-    async with worker:
-        client = LargeAttrClient(temporal, task_queue=queue, aws=aws, transfer=test_transfer)
-        yield client
-        await client.close()
-    executor.shutdown(wait=False)
+    async with client_with_worker(temporal, aws, test_transfer, "ui-codec", sandboxed=False) as la:
+        yield la
 
 
 async def test_the_web_ui_shows_decoded_input_through_the_codec_server(
